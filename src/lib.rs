@@ -1,0 +1,40 @@
+//! `uring`: an async runtime for Rust built on Linux io_uring.
+//!
+//! Futures submit operations to the ring's submission queue; the loop reaps completions and wakes
+//! exactly the task that owns each one. There is no readiness polling anywhere: every wait is an
+//! `io_uring_enter`.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let out = uring::run(async {
+//!     let task = uring::spawn(async {
+//!         uring::time::sleep(Duration::from_millis(1)).await;
+//!         "done"
+//!     });
+//!     task.await.unwrap()
+//! });
+//! assert_eq!(out, "done");
+//! ```
+//!
+//! Operations take owned buffers ([`buf::IoBuf`], [`buf::IoBufMut`]) and give them back with
+//! the result as a [`BufResult`], because the kernel may still use a buffer after the future that
+//! asked for the operation is gone. `docs/architecture.md` explains the op lifecycle.
+#![doc(test(attr(deny(warnings))))]
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("uring runs on Linux only: it is built on io_uring");
+
+pub mod buf;
+mod driver;
+mod fd;
+mod op;
+mod runtime;
+mod task;
+pub mod time;
+
+pub use buf::BufResult;
+pub use driver::{DriverStats, RingSetup};
+pub use runtime::{run, spawn, yield_now, Builder, Runtime};
+pub use task::{JoinError, JoinHandle};

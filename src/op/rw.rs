@@ -1,0 +1,179 @@
+//! Reads and writes on any fd: `IORING_OP_READ`, `WRITE`, `READV`, `WRITEV`.
+//!
+//! `offset` is a file position, or [`CURRENT_POS`] for streams (sockets, pipes) and for files
+//! read at their cursor.
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::fd::SharedFd;
+use crate::op::{cqe_result, Op, OpCode};
+use crate::BufResult;
+use io_uring::{opcode, squeue, types};
+use std::os::fd::AsRawFd;
+
+/// The offset that means "the fd's current position" (-1), as streams need.
+pub(crate) const CURRENT_POS: u64 = u64::MAX;
+
+/// Largest transfer one SQE can describe.
+const MAX_LEN: usize = u32::MAX as usize;
+
+struct Read<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+// SAFETY: the SQE points into `buf`'s stable memory (IoBufMut contract, INV-heap) and names
+// `fd`, held by `self` (INV-fd).
+unsafe impl<B: IoBufMut> OpCode for Read<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        let len = self.buf.bytes_total().min(MAX_LEN) as u32;
+        opcode::Read::new(types::Fd(self.fd.as_raw_fd()), self.buf.stable_mut_ptr(), len)
+            .offset(self.offset)
+            .build()
+    }
+}
+
+/// Reads into `buf` from its start up to its capacity; the buffer's initialized length then
+/// covers the bytes read.
+pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> BufResult<usize, B> {
+    let (c, mut op) = Op::new(Read {
+        fd: fd.clone(),
+        buf,
+        offset,
+    })
+    .await;
+    let res = cqe_result(c).map(|n| {
+        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        unsafe { op.buf.set_init(n as usize) };
+        n as usize
+    });
+    (res, op.buf)
+}
+
+struct Write<B> {
+    fd: SharedFd,
+    buf: B,
+    offset: u64,
+}
+
+// SAFETY: the SQE points into `buf`'s stable, initialized memory (IoBuf contract, INV-heap) and
+// names `fd`, held by `self` (INV-fd).
+unsafe impl<B: IoBuf> OpCode for Write<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        let len = self.buf.bytes_init().min(MAX_LEN) as u32;
+        opcode::Write::new(types::Fd(self.fd.as_raw_fd()), self.buf.stable_ptr(), len)
+            .offset(self.offset)
+            .build()
+    }
+}
+
+/// Writes the buffer's initialized bytes; returns how many the kernel took (maybe fewer).
+pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B, offset: u64) -> BufResult<usize, B> {
+    let (c, op) = Op::new(Write {
+        fd: fd.clone(),
+        buf,
+        offset,
+    })
+    .await;
+    (cqe_result(c).map(|n| n as usize), op.buf)
+}
+
+struct Readv<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    iovecs: Vec<libc::iovec>,
+    offset: u64,
+}
+
+// SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable
+// memory (INV-heap); `fd` is held by `self` (INV-fd).
+unsafe impl<B: IoBufMut> OpCode for Readv<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        self.iovecs = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect();
+        opcode::Readv::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.iovecs.as_ptr(),
+            self.iovecs.len().min(libc::UIO_MAXIOV as usize) as u32,
+        )
+        .offset(self.offset)
+        .build()
+    }
+}
+
+/// Reads into several buffers in order, filling each to its capacity before the next.
+pub(crate) async fn readv<B: IoBufMut>(
+    fd: &SharedFd,
+    bufs: Vec<B>,
+    offset: u64,
+) -> BufResult<usize, Vec<B>> {
+    let (c, mut op) = Op::new(Readv {
+        fd: fd.clone(),
+        bufs,
+        iovecs: Vec::new(),
+        offset,
+    })
+    .await;
+    let res = cqe_result(c).map(|n| {
+        let mut left = n as usize;
+        for b in op.bufs.iter_mut() {
+            let here = left.min(b.bytes_total());
+            // SAFETY: the kernel filled the buffers in order; `here` bytes of this one.
+            unsafe { b.set_init(here) };
+            left -= here;
+        }
+        n as usize
+    });
+    (res, op.bufs)
+}
+
+struct Writev<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    iovecs: Vec<libc::iovec>,
+    offset: u64,
+}
+
+// SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable,
+// initialized memory (INV-heap); `fd` is held by `self` (INV-fd).
+unsafe impl<B: IoBuf> OpCode for Writev<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        self.iovecs = self
+            .bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_ptr() as *mut libc::c_void,
+                iov_len: b.bytes_init(),
+            })
+            .collect();
+        opcode::Writev::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.iovecs.as_ptr(),
+            self.iovecs.len().min(libc::UIO_MAXIOV as usize) as u32,
+        )
+        .offset(self.offset)
+        .build()
+    }
+}
+
+/// Writes the buffers' initialized bytes in order; returns how many the kernel took.
+pub(crate) async fn writev<B: IoBuf>(
+    fd: &SharedFd,
+    bufs: Vec<B>,
+    offset: u64,
+) -> BufResult<usize, Vec<B>> {
+    let (c, op) = Op::new(Writev {
+        fd: fd.clone(),
+        bufs,
+        iovecs: Vec::new(),
+        offset,
+    })
+    .await;
+    (cqe_result(c).map(|n| n as usize), op.bufs)
+}
