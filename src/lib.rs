@@ -27,6 +27,9 @@
 compile_error!("uring runs on Linux only: it is built on io_uring");
 
 pub mod buf;
+pub mod fs;
+pub mod io;
+pub mod net;
 mod driver;
 mod fd;
 mod op;
