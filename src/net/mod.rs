@@ -1,0 +1,1 @@
+//! Networking over io_uring: TCP, UDP and Unix sockets.
