@@ -437,3 +437,105 @@ pub fn pin_current_thread(cpu: usize) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::loadgen::{self, LoadSpec};
+    use super::server::{self, ServerKind};
+    use std::io::{self, Read, Write};
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Starts `kind` on a thread of this process (it serves until the test process exits).
+    fn start_in_process(kind: ServerKind) -> SocketAddr {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let addr = "127.0.0.1:0".parse().expect("address");
+            let tx2 = tx.clone();
+            if let Err(e) = server::serve(kind, addr, move |a| tx2.send(Ok(a)).expect("send")) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("server thread answers")
+            .expect("server starts")
+    }
+
+    fn short_load(
+        addr: SocketAddr,
+        conns: usize,
+        msg_len: usize,
+    ) -> io::Result<loadgen::LoadResult> {
+        loadgen::run(&LoadSpec {
+            addr,
+            conns,
+            msg_len,
+            warmup: Duration::from_millis(50),
+            measure: Duration::from_millis(200),
+            server_pid: Some(std::process::id()),
+        })
+    }
+
+    fn check_server(kind: ServerKind) {
+        let addr = start_in_process(kind);
+        for (conns, size) in [(1, 64), (20, 4096), (3, 100_000)] {
+            let r = short_load(addr, conns, size).expect("load runs and every byte checks out");
+            assert!(
+                r.requests > 0,
+                "{kind:?} {conns}x{size}: no request completed"
+            );
+            assert!(r.p50 <= r.p99, "{r:?}");
+            assert!(r.cpu_us_per_req().is_some());
+        }
+    }
+
+    #[test]
+    fn tokio_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Tokio));
+    }
+
+    #[test]
+    fn raw_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Raw));
+    }
+
+    #[test]
+    fn load_generator_catches_a_corrupted_echo() {
+        crate::watchdog(Duration::from_secs(120), || {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            // Echoes correctly for a while, then flips one byte.
+            std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut buf = [0u8; 64];
+                for i in 0.. {
+                    if s.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    if i == 100 {
+                        buf[17] ^= 1;
+                    }
+                    if s.write_all(&buf).is_err() {
+                        return;
+                    }
+                }
+            });
+            let e = short_load(addr, 1, 64).expect_err("a flipped byte is caught");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        });
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let pid = std::process::id();
+        let before = loadgen::process_cpu_time(pid).expect("read /proc/self/stat");
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        while t.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = loadgen::process_cpu_time(pid).expect("read /proc/self/stat");
+        assert!(after > before, "{before:?} -> {after:?}");
+    }
+}
