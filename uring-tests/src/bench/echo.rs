@@ -496,6 +496,11 @@ mod tests {
     }
 
     #[test]
+    fn uring_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Uring));
+    }
+
+    #[test]
     fn raw_server_echoes_every_byte() {
         crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Raw));
     }

@@ -93,9 +93,39 @@ fn serve_tokio(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Result<(
 }
 
 fn serve_uring(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let _ = (addr, ready);
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the uring echo server needs uring::net (branch net) merged",
-    ))
+    use uring::net::TcpListener;
+    uring::run(async move {
+        // The same listen backlog as the other servers.
+        let listener = TcpListener::from_std(super::raw::bind(addr)?)?;
+        ready(listener.local_addr()?);
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("uring echo server: accept: {e}");
+                    uring::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            stream.set_nodelay(true)?;
+            uring::spawn(async move {
+                let mut buf = Vec::with_capacity(BUF_SIZE);
+                loop {
+                    // A read fills the buffer from its start and grows its length to cover the
+                    // bytes read (never shrinks it): start empty so write_all sends exactly those.
+                    buf.clear();
+                    let (res, b) = stream.read(buf).await;
+                    match res {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let (res, b) = stream.write_all(b).await;
+                    if res.is_err() {
+                        break;
+                    }
+                    buf = b;
+                }
+            });
+        }
+    })
 }
