@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// Rounds per figure by default (the median of these is shown).
-pub const DEFAULT_ROUNDS: usize = 3;
+pub const DEFAULT_ROUNDS: usize = 5;
 
 /// Connection counts of the rows.
 pub const CONNS: [usize; 3] = [1, 50, 500];
@@ -49,13 +49,14 @@ pub struct Options {
 }
 
 impl Options {
-    /// The full suite: every row, every server, `rounds` rounds of 2 s windows (about 2.5
-    /// minutes with 3 rounds).
+    /// The full suite: every row, every server, `rounds` rounds of 1.2 s windows (about 2.5
+    /// minutes with 5 rounds). More short rounds rather than a few long ones: on a shared
+    /// machine the noise comes in bursts, which the median of many alternating rounds rejects.
     pub fn full(rounds: usize) -> Options {
         Options {
             rounds: rounds.max(1),
             warmup: Duration::from_millis(300),
-            measure: Duration::from_millis(2000),
+            measure: Duration::from_millis(1200),
             rows: CONNS
                 .iter()
                 .flat_map(|&c| SIZES.iter().map(move |&s| (c, s)))
@@ -64,11 +65,11 @@ impl Options {
         }
     }
 
-    /// A quick look: short windows (about 20 seconds with one round).
+    /// A quick look: short windows (about 10 seconds a round).
     pub fn quick(rounds: usize) -> Options {
         Options {
             warmup: Duration::from_millis(100),
-            measure: Duration::from_millis(400),
+            measure: Duration::from_millis(300),
             ..Options::full(rounds)
         }
     }
