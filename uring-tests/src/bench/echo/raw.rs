@@ -23,6 +23,14 @@ const BUF_GROUP: u16 = 0;
 /// messages one connection has in flight.
 const BUF_COUNT: u16 = 2048;
 
+/// Whether connections are direct descriptors (the ring's fixed-file table: no fd lookup and
+/// reference count per op) rather than ordinary fds. Measured here (kernel 6.18, paired runs at
+/// 50 x 64 B and 500 x 4 KiB): no gain, if anything 2-5% more CPU per request, so the loop uses
+/// ordinary fds, as the runtimes do.
+const DIRECT: bool = false;
+/// Slots in the fixed-file table.
+const MAX_CONNS: u32 = 16384;
+
 const KIND_SHIFT: u32 = 56;
 const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
@@ -141,9 +149,16 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut backlog: VecDeque<squeue::Entry> = VecDeque::new();
+    if DIRECT {
+        ring.submitter().register_files_sparse(MAX_CONNS)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener (there is no fd to set it on).
+        set_nodelay(lfd);
+    }
     let accept = || {
         opcode::AcceptMulti::new(types::Fd(lfd))
-            .flags(libc::SOCK_CLOEXEC)
+            .allocate_file_index(DIRECT)
+            // Direct descriptors are not in the fd table, so CLOEXEC does not apply (EINVAL).
+            .flags(if DIRECT { 0 } else { libc::SOCK_CLOEXEC })
             .build()
             .user_data(tag(KIND_ACCEPT, 0))
     };
@@ -177,7 +192,9 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
                 KIND_ACCEPT => {
                     if res >= 0 {
                         let fd = res;
-                        set_nodelay(fd);
+                        if !DIRECT {
+                            set_nodelay(fd);
+                        }
                         let conn = Conn {
                             fd,
                             queued: VecDeque::new(),
@@ -196,6 +213,11 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
                             }
                         };
                         backlog.push_back(recv(fd, idx));
+                    } else {
+                        eprintln!(
+                            "raw echo server: accept: {}",
+                            io::Error::from_raw_os_error(-res)
+                        );
                     }
                     if !cqueue::more(flags) {
                         backlog.push_back(accept());
@@ -257,16 +279,20 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
                 }
                 _ => unreachable!("unknown user_data {ud:#x}"),
             }
+            if kind == KIND_ACCEPT {
+                continue;
+            }
             if let Some(c) = conns[idx].as_mut() {
-                if kind != KIND_ACCEPT && c.closing && !c.receiving && c.sending.is_none() {
+                if c.closing && c.closing && !c.receiving && c.sending.is_none() {
                     while let Some((bid, _)) = c.queued.pop_front() {
                         bufs.give_back(bid);
                     }
-                    backlog.push_back(
+                    let close = if DIRECT {
+                        opcode::Close::new(types::Fixed(c.fd as u32))
+                    } else {
                         opcode::Close::new(types::Fd(c.fd))
-                            .build()
-                            .user_data(tag(KIND_CLOSE, idx)),
-                    );
+                    };
+                    backlog.push_back(close.build().user_data(tag(KIND_CLOSE, idx)));
                     // Nothing else may target this slot until the close completes.
                     c.closing = false;
                     c.receiving = true;
@@ -278,18 +304,31 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
 }
 
 fn recv(fd: RawFd, idx: usize) -> squeue::Entry {
-    opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
-        .build()
-        .user_data(tag(KIND_RECV, idx))
+    if DIRECT {
+        opcode::RecvMulti::new(types::Fixed(fd as u32), BUF_GROUP)
+            .build()
+            .user_data(tag(KIND_RECV, idx))
+    } else {
+        opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(tag(KIND_RECV, idx))
+    }
 }
 
 fn send(fd: RawFd, idx: usize, bufs: &BufRing, bid: u16, from: u32, len: u32) -> squeue::Entry {
     // SAFETY: `from < len <= buf_size`, inside buffer `bid`.
     let ptr = unsafe { bufs.buf_ptr(bid).add(from as usize) };
-    opcode::Send::new(types::Fd(fd), ptr, len - from)
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(tag(KIND_SEND, idx))
+    if DIRECT {
+        opcode::Send::new(types::Fixed(fd as u32), ptr, len - from)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(tag(KIND_SEND, idx))
+    } else {
+        opcode::Send::new(types::Fd(fd), ptr, len - from)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(tag(KIND_SEND, idx))
+    }
 }
 
 fn start_send(c: &mut Conn, idx: usize, bufs: &BufRing, backlog: &mut VecDeque<squeue::Entry>) {
