@@ -283,7 +283,7 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
                 continue;
             }
             if let Some(c) = conns[idx].as_mut() {
-                if c.closing && c.closing && !c.receiving && c.sending.is_none() {
+                if c.closing && !c.receiving && c.sending.is_none() {
                     while let Some((bid, _)) = c.queued.pop_front() {
                         bufs.give_back(bid);
                     }
