@@ -361,9 +361,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The echo-server binary: `$URING_ECHO_SERVER`, or next to the running executable (cargo puts
-/// all of a package's binaries in one directory); built with cargo when missing and the
-/// benchmark runs under `cargo run`.
+/// The echo-server binary: `$URING_ECHO_SERVER`, or the one next to the running executable
+/// (cargo puts a package's binaries in one directory). Under `cargo run` (`$CARGO` set) it is
+/// built first, so a stale or missing one is brought up to date.
 fn server_exe() -> io::Result<PathBuf> {
     if let Some(p) = std::env::var_os("URING_ECHO_SERVER") {
         return Ok(PathBuf::from(p));
@@ -372,11 +372,6 @@ fn server_exe() -> io::Result<PathBuf> {
     let dir = me
         .parent()
         .ok_or_else(|| io::Error::other("the executable has no directory"))?;
-    // Test binaries live one level deeper, in deps/.
-    let candidates = [dir.join("echo-server"), dir.join("../echo-server")];
-    if let Some(p) = candidates.iter().find(|p| p.exists()) {
-        return Ok(p.clone());
-    }
     if let Some(cargo) = std::env::var_os("CARGO") {
         let release = me.components().any(|c| c.as_os_str() == "release");
         let mut cmd = Command::new(cargo);
@@ -384,21 +379,25 @@ fn server_exe() -> io::Result<PathBuf> {
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status()?;
-        if status.success() {
-            if let Some(p) = candidates.iter().find(|p| p.exists()) {
-                return Ok(p.clone());
-            }
+        let status = cmd.stderr(Stdio::null()).status()?;
+        if !status.success() {
+            return Err(io::Error::other(
+                "building echo-server failed: run `cargo build --release -p uring-tests --bins`",
+            ));
         }
     }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!(
-            "no echo-server binary next to {}: build it with \
-             `cargo build --release -p uring-tests --bins` or set URING_ECHO_SERVER",
-            me.display()
-        ),
-    ))
+    // Test binaries live one level deeper, in deps/.
+    let candidates = [dir.join("echo-server"), dir.join("../echo-server")];
+    candidates.into_iter().find(|p| p.exists()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no echo-server binary next to {}: build it with \
+                 `cargo build --release -p uring-tests --bins` or set URING_ECHO_SERVER",
+                me.display()
+            ),
+        )
+    })
 }
 
 /// The CPUs for the load generator and the servers: the first two this process may run on, or
