@@ -39,14 +39,42 @@ struct Row {
     tokio: fn() -> Duration,
 }
 
-/// Runs the suite and prints its table: every row, or only `row` (one of [`ROWS`]), with
-/// `rounds` rounds per figure (plus one warm-up round that is not counted).
+/// What to run of the suite.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rounds per figure (the median is printed), plus one warm-up round that is not counted.
+    pub rounds: usize,
+    /// Only this row (one of [`ROWS`]); `None` runs them all.
+    pub row: Option<String>,
+    /// Only this runtime (`"uring"` or `"tokio"`), for profiling one side; `None` runs both.
+    pub runtime: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            rounds: DEFAULT_ROUNDS,
+            row: None,
+            runtime: None,
+        }
+    }
+}
+
+/// Runs the suite and prints its table.
 ///
 /// # Panics
 ///
-/// If `row` names no row, or if a runtime cannot be built.
-pub fn run(rounds: usize, row: Option<&str>) {
-    let rounds = rounds.max(1);
+/// If `opts` names an unknown row or runtime, or if a runtime cannot be built.
+pub fn run(opts: &Options) {
+    let rounds = opts.rounds.max(1);
+    let row = opts.row.as_deref();
+    let only = opts.runtime.as_deref();
+    assert!(
+        matches!(only, None | Some("uring") | Some("tokio")),
+        "unknown runtime {only:?}: uring or tokio"
+    );
+    let run_uring = only != Some("tokio");
+    let run_tokio = only != Some("uring");
     let rows = [
         Row {
             name: "spawn",
@@ -101,24 +129,48 @@ pub fn run(rounds: usize, row: Option<&str>) {
         .iter()
         .filter(|r| row.is_none_or(|name| name == r.name))
     {
-        // Warm-up: first-touch page faults and allocator growth, for both.
-        (r.uring)();
-        (r.tokio)();
         let mut u = Vec::with_capacity(rounds);
         let mut t = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            u.push((r.uring)().as_secs_f64() * 1e3);
-            t.push((r.tokio)().as_secs_f64() * 1e3);
+        // One warm-up round each (first-touch page faults, allocator growth), then the rounds.
+        for round in 0..=rounds {
+            if run_uring {
+                let ms = (r.uring)().as_secs_f64() * 1e3;
+                if round > 0 {
+                    u.push(ms);
+                }
+            }
+            if run_tokio {
+                let ms = (r.tokio)().as_secs_f64() * 1e3;
+                if round > 0 {
+                    t.push(ms);
+                }
+            }
         }
         let (u, t) = (median(&mut u), median(&mut t));
         let ratio = u / t;
+        let fmt = |x: f64| {
+            if x.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{x:.1}")
+            }
+        };
         table.push(vec![
             r.what.clone(),
-            format!("{u:.1}"),
-            format!("{t:.1}"),
-            format!("{ratio:.2}"),
+            fmt(u),
+            fmt(t),
+            if ratio.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{ratio:.2}")
+            },
             format!("<= {:.2}", r.target),
-            if ratio <= r.target { "met" } else { "MISSED" }.to_string(),
+            match ratio {
+                x if x.is_nan() => "-",
+                x if x <= r.target => "met",
+                _ => "MISSED",
+            }
+            .to_string(),
         ]);
     }
     drop(pin);

@@ -2,18 +2,21 @@
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs every suite with defaults;
 //! `-- core|echo|fs` runs one. `-- core ROW` runs one row of the core suite (for profiling:
-//! `perf record -g target/release/bench core spawn`). `--rounds N` sets the rounds per figure.
+//! `perf record -g target/release/bench core spawn --only uring`). `--rounds N` sets the rounds per
+//! figure; `--only uring|tokio` runs one side of the core suite.
 
 use uring_tests::bench;
 
-const USAGE: &str = "usage: bench [all|core|echo|fs] [ROW] [--rounds N]
+const USAGE: &str = "usage: bench [all|core|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
   no suite: every suite with defaults
-  core ROW: one row of the core suite (spawn, sleep, pingpong)";
+  core ROW: one row of the core suite (spawn, sleep, pingpong)
+  --only:   run one side of the core suite only (for profiling)";
 
 fn main() {
     let mut suite: Option<String> = None;
     let mut row: Option<String> = None;
     let mut rounds = bench::core::DEFAULT_ROUNDS;
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -27,6 +30,13 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n| n > 0)
                     .unwrap_or_else(|| fail("--rounds needs a positive number"));
+            }
+            "--only" => {
+                only = args
+                    .next()
+                    .filter(|r| r == "uring" || r == "tokio")
+                    .map(Some)
+                    .unwrap_or_else(|| fail("--only needs uring or tokio"));
             }
             _ if suite.is_none() => suite = Some(a),
             _ if row.is_none() => row = Some(a),
@@ -51,7 +61,11 @@ fn main() {
     let all = suite == "all";
 
     if all || suite == "core" {
-        bench::core::run(rounds, row.as_deref());
+        bench::core::run(&bench::core::Options {
+            rounds,
+            row: row.clone(),
+            runtime: only.clone(),
+        });
     }
     if all || suite == "echo" {
         // ECHO SUITE: the lead wires `bench::echo::run(..)` here.
