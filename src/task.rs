@@ -73,11 +73,17 @@ impl Drop for TaskRef {
 const COMPLETE: u8 = 1;
 const CANCELLED: u8 = 2;
 const JOIN_DROPPED: u8 = 4;
+/// In the runtime's owned list. Only changed on the runtime thread.
+const LINKED: u8 = 8;
 
 struct TaskVTable {
     run: unsafe fn(NonNull<Header>, &Handle),
     shut_down: unsafe fn(NonNull<Header>),
     drop_ref: unsafe fn(NonNull<Header>),
+    /// Writes `Poll<Result<F::Output, JoinError>>` to the second argument.
+    poll_join: unsafe fn(NonNull<Header>, *mut (), &mut Context<'_>),
+    abort: unsafe fn(NonNull<Header>),
+    detach: unsafe fn(NonNull<Header>),
 }
 
 /// The part of a task every thread may touch: atomics and the runtime's remote queue.
@@ -91,9 +97,9 @@ struct Header {
     links: UnsafeCell<Links>,
 }
 
+/// A task's place in the owned list; `LINKED` in the flags says whether it is in it.
 #[derive(Default)]
 struct Links {
-    linked: bool,
     prev: Option<NonNull<Header>>,
     next: Option<NonNull<Header>>,
 }
@@ -115,8 +121,8 @@ impl OwnedTasks {
         // SAFETY: INV-task: links are only touched on the runtime thread; the list's count keeps
         // every linked header alive.
         unsafe {
+            ptr.as_ref().flags.fetch_or(LINKED, Ordering::Relaxed);
             let links = &mut *ptr.as_ref().links.get();
-            links.linked = true;
             links.prev = None;
             links.next = old_head;
             if let Some(h) = old_head {
@@ -131,10 +137,11 @@ impl OwnedTasks {
         // SAFETY: INV-task; `ptr` is alive (the caller holds a count) and its neighbours are kept
         // alive by the list's counts.
         unsafe {
-            let links = &mut *ptr.as_ref().links.get();
-            if !links.linked {
+            if !ptr.as_ref().flag(LINKED) {
                 return None;
             }
+            ptr.as_ref().flags.fetch_and(!LINKED, Ordering::Relaxed);
+            let links = &mut *ptr.as_ref().links.get();
             match links.prev {
                 Some(p) => (*p.as_ref().links.get()).next = links.next,
                 None => self.head.set(links.next),
@@ -164,6 +171,7 @@ impl Drop for OwnedTasks {
 }
 
 impl Header {
+    #[inline]
     fn flag(&self, f: u8) -> bool {
         self.flags.load(Ordering::Acquire) & f != 0
     }
@@ -195,8 +203,51 @@ impl<F: Future + 'static> Task<F> {
         run: Self::run_raw,
         shut_down: Self::shut_down_raw,
         drop_ref: Self::drop_ref_raw,
+        poll_join: Self::poll_join_raw,
+        abort: Self::abort_raw,
+        detach: Self::detach_raw,
     };
 
+    unsafe fn poll_join_raw(ptr: NonNull<Header>, out: *mut (), cx: &mut Context<'_>) {
+        // SAFETY: `ptr` is a live `Task<F>` (the JoinHandle holds a count) and `out` points to a
+        // `Poll<Result<F::Output, JoinError>>`: a `JoinHandle<T>` is only made with
+        // `T = F::Output`.
+        unsafe {
+            let this = &*(ptr.as_ptr() as *const Self);
+            *(out as *mut Poll<Result<F::Output, JoinError>>) = this.poll_join(cx);
+        }
+    }
+
+    unsafe fn abort_raw(ptr: NonNull<Header>) {
+        // SAFETY: `ptr` is a live `Task<F>`; the caller's JoinHandle holds a count.
+        let this = unsafe { &*(ptr.as_ptr() as *const Self) };
+        if this.flag(COMPLETE) {
+            return;
+        }
+        this.header.flags.fetch_or(CANCELLED, Ordering::AcqRel);
+        if !this.header.scheduled.swap(true, Ordering::AcqRel) {
+            let raw = ptr.as_ptr() as *const Self;
+            // SAFETY: adds a count for the run queue entry, from the JoinHandle's live one.
+            let task = unsafe {
+                Arc::increment_strong_count(raw);
+                Arc::from_raw(raw)
+            };
+            Self::into_task_ref(task).schedule();
+        }
+    }
+
+    unsafe fn detach_raw(ptr: NonNull<Header>) {
+        // SAFETY: `ptr` is a live `Task<F>`; the caller's JoinHandle holds a count.
+        let this = unsafe { &*(ptr.as_ptr() as *const Self) };
+        this.header.flags.fetch_or(JOIN_DROPPED, Ordering::AcqRel);
+        if this.flag(COMPLETE) {
+            // SAFETY: INV-task; complete, runtime thread (JoinHandle is !Send).
+            let old = unsafe { std::mem::replace(&mut *this.stage.get(), Stage::Consumed) };
+            drop(old);
+        }
+    }
+
+    #[inline]
     fn flag(&self, f: u8) -> bool {
         self.header.flag(f)
     }
@@ -345,15 +396,7 @@ impl<F: Future + 'static> Task<F> {
     }
 }
 
-/// The joining side of a task, without the future's type.
-trait Join<T> {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
-    fn abort(&self);
-    fn is_finished(&self) -> bool;
-    fn detach(&self);
-}
-
-impl<F: Future + 'static> Join<F::Output> for Task<F> {
+impl<F: Future + 'static> Task<F> {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
         if self.flag(COMPLETE) {
             // SAFETY: INV-task; the task is complete, so nothing else touches the stage.
@@ -372,36 +415,6 @@ impl<F: Future + 'static> Join<F::Output> for Task<F> {
         }
         Poll::Pending
     }
-
-    fn abort(&self) {
-        if self.flag(COMPLETE) {
-            return;
-        }
-        self.header.flags.fetch_or(CANCELLED, Ordering::AcqRel);
-        if !self.header.scheduled.swap(true, Ordering::AcqRel) {
-            let ptr = self as *const Self;
-            // SAFETY: `self` is borrowed from a live `Arc<Task<F>>` held by the JoinHandle; this
-            // adds a count for the run queue entry.
-            let task = unsafe {
-                Arc::increment_strong_count(ptr);
-                Arc::from_raw(ptr)
-            };
-            Self::into_task_ref(task).schedule();
-        }
-    }
-
-    fn is_finished(&self) -> bool {
-        self.flag(COMPLETE)
-    }
-
-    fn detach(&self) {
-        self.header.flags.fetch_or(JOIN_DROPPED, Ordering::AcqRel);
-        if self.flag(COMPLETE) {
-            // SAFETY: INV-task; complete, runtime thread (JoinHandle is !Send).
-            let old = unsafe { std::mem::replace(&mut *self.stage.get(), Stage::Consumed) };
-            drop(old);
-        }
-    }
 }
 
 /// An owned permission to await a spawned task's output.
@@ -417,20 +430,22 @@ impl<F: Future + 'static> Join<F::Output> for Task<F> {
 /// });
 /// ```
 pub struct JoinHandle<T> {
-    task: Arc<dyn Join<T>>,
-    _not_send: PhantomData<Rc<()>>,
+    /// One pointer wide, like the task references in the run queue.
+    task: TaskRef,
+    _output: PhantomData<(fn() -> T, Rc<()>)>,
 }
 
 impl<T> JoinHandle<T> {
     /// Cancels the task: its future is dropped at the runtime's next chance, and awaiting this
     /// handle gives a [`JoinError`] whose `is_cancelled()` is true. No effect on a finished task.
     pub fn abort(&self) {
-        self.task.abort();
+        // SAFETY: the vtable is the task's own; the handle holds a count.
+        unsafe { (self.task.header().vtable.abort)(self.task.0) }
     }
 
     /// Whether the task has finished (returned, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.task.header().flag(COMPLETE)
     }
 }
 
@@ -438,13 +453,24 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.task.poll_join(cx)
+        let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
+        // SAFETY: the vtable is the task's own, whose output type is `T` (set at spawn), and
+        // `out` is a valid place for its result.
+        unsafe {
+            (self.task.header().vtable.poll_join)(
+                self.task.0,
+                &mut out as *mut Poll<Result<T, JoinError>> as *mut (),
+                cx,
+            )
+        };
+        out
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        self.task.detach();
+        // SAFETY: the vtable is the task's own; the handle still holds its count.
+        unsafe { (self.task.header().vtable.detach)(self.task.0) }
     }
 }
 
@@ -458,7 +484,8 @@ impl<T> fmt::Debug for JoinHandle<T> {
 
 /// Why a task gave no output: it panicked, or it was cancelled.
 pub struct JoinError {
-    panic: Option<Box<dyn Any + Send + 'static>>,
+    // Boxed twice so a `Result<T, JoinError>` stored in every task stays one word larger than `T`.
+    panic: Option<Box<Box<dyn Any + Send + 'static>>>,
 }
 
 impl JoinError {
@@ -467,7 +494,9 @@ impl JoinError {
     }
 
     fn panicked(p: Box<dyn Any + Send + 'static>) -> JoinError {
-        JoinError { panic: Some(p) }
+        JoinError {
+            panic: Some(Box::new(p)),
+        }
     }
 
     /// The task was aborted, or the runtime shut down before it finished.
@@ -486,7 +515,7 @@ impl JoinError {
     ///
     /// If the error is not a panic.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        self.panic.expect("JoinError::into_panic on a cancelled task")
+        *self.panic.expect("JoinError::into_panic on a cancelled task")
     }
 
     fn message(&self) -> String {
@@ -543,7 +572,7 @@ where
     handle.owned.insert(Task::into_task_ref(task.clone()));
     handle.push_local(Task::into_task_ref(task.clone()));
     JoinHandle {
-        task,
-        _not_send: PhantomData,
+        task: Task::into_task_ref(task),
+        _output: PhantomData,
     }
 }
