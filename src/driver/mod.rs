@@ -244,11 +244,6 @@ impl Driver {
         self.push(opcode::Close::new(types::Fd(fd)).build().user_data(CLOSE_TAG));
     }
 
-    /// Whether SQEs are waiting to be submitted.
-    pub(crate) fn has_pending_submissions(&mut self) -> bool {
-        !self.backlog.is_empty() || !self.ring.submission().is_empty()
-    }
-
     /// One turn of the kernel side of the loop: submits every queued SQE and reaps every CQE,
     /// collecting the wakers to call and the orphans to drop once the driver is released.
     /// With `wait`, blocks until at least one CQE arrives or `timeout` passes.

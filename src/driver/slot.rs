@@ -124,15 +124,6 @@ impl State {
         }
     }
 
-    /// Whether the op has posted its final completion and the slot can be taken.
-    pub fn is_final(&self) -> bool {
-        match self {
-            State::Completed(_) => true,
-            State::Streaming { queue, ended, .. } => *ended && queue.is_empty(),
-            _ => false,
-        }
-    }
-
     /// Called when the owning future is dropped.
     pub fn abandon(&mut self, orphan: Orphan) -> Abandon {
         match std::mem::replace(self, State::Abandoned(orphan)) {
@@ -181,9 +172,7 @@ mod tests {
     #[test]
     fn single_shot_completes_then_final() {
         let mut s = State::Waiting(None);
-        assert!(!s.is_final());
         assert!(matches!(s.complete(DONE), Event::Wake(None)));
-        assert!(s.is_final());
         assert!(matches!(s, State::Completed(DONE)));
     }
 
@@ -218,7 +207,6 @@ mod tests {
         let mut s = State::Waiting(None);
         s.complete(MORE);
         s.complete(MORE);
-        assert!(!s.is_final());
         s.complete(DONE);
         match &s {
             State::Streaming { queue, ended, .. } => {
@@ -227,7 +215,6 @@ mod tests {
             }
             _ => panic!("expected streaming"),
         }
-        assert!(!s.is_final(), "final only once the queue is drained");
     }
 
     #[test]
