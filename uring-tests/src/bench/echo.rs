@@ -5,8 +5,9 @@
 //! For each row (connections x message size) every server runs `rounds` times, the servers
 //! alternating within a round so that noise on the shared machine hits all of them alike; the
 //! tables show medians. Columns: requests per second, p50/p99 latency, and the server's CPU time
-//! per request (user+system from `/proc/PID/stat` over the measured window). On two cores the
-//! load generator saturates first, so CPU per request is the sharper figure.
+//! per request (user+system from `/proc/PID/stat` over the measured window); ratios are medians
+//! of the ratios within each round. On two cores the load generator saturates first, so CPU per
+//! request is the sharper figure.
 //!
 //! The servers run from the `echo-server` binary (`echo-server --runtime uring|tokio|raw --addr
 //! ADDR [--cpu N]`), found next to the running executable (or at `$URING_ECHO_SERVER`).
@@ -125,8 +126,41 @@ pub struct Figures {
     pub cpu_us: f64,
 }
 
-/// The medians of one row, (connections, message bytes), for each server.
-pub type RowFigures = ((usize, usize), Vec<(ServerKind, Figures)>);
+/// What one row measured.
+#[derive(Debug, Clone)]
+pub struct RowFigures {
+    /// Connections.
+    pub conns: usize,
+    /// Message bytes.
+    pub size: usize,
+    /// The medians over rounds, per server.
+    pub figures: Vec<(ServerKind, Figures)>,
+    /// Every round's result, per server (`rounds[server][round]`, servers in `figures` order).
+    pub rounds: Vec<Vec<LoadResult>>,
+}
+
+impl RowFigures {
+    /// Server `a` relative to server `b`: (req/s ratio, CPU per request ratio), each the median
+    /// over rounds of the ratio within a round. Paired this way, a stretch of noise that slowed
+    /// one round slows both sides of its ratio.
+    pub fn ratio(&self, a: ServerKind, b: ServerKind) -> Option<(f64, f64)> {
+        let idx = |k| self.figures.iter().position(|(x, _)| *x == k);
+        let (ra, rb) = (&self.rounds[idx(a)?], &self.rounds[idx(b)?]);
+        let mut rate: Vec<f64> = ra
+            .iter()
+            .zip(rb)
+            .map(|(x, y)| x.rate() / y.rate())
+            .collect();
+        let mut cpu: Vec<f64> = ra
+            .iter()
+            .zip(rb)
+            .map(|(x, y)| {
+                x.cpu_us_per_req().unwrap_or(f64::NAN) / y.cpu_us_per_req().unwrap_or(f64::NAN)
+            })
+            .collect();
+        Some((super::median(&mut rate), super::median(&mut cpu)))
+    }
+}
 
 /// Runs the suite with `opts`, prints the tables and returns the figures per row and server.
 ///
@@ -189,7 +223,12 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        results.push(((conns, size), figures));
+        results.push(RowFigures {
+            conns,
+            size,
+            figures,
+            rounds: samples,
+        });
     }
     print_tables(&results);
     Ok(results)
@@ -210,8 +249,9 @@ fn medians(rs: &[LoadResult]) -> Figures {
 
 fn print_tables(results: &[RowFigures]) {
     let mut rows = Vec::new();
-    for ((conns, size), figs) in results {
-        for (k, f) in figs {
+    for row in results {
+        let (conns, size) = (&row.conns, &row.size);
+        for (k, f) in &row.figures {
             rows.push(vec![
                 conns.to_string(),
                 size_name(*size),
@@ -237,23 +277,17 @@ fn print_tables(results: &[RowFigures]) {
         &rows,
     );
 
-    let ratio = |figs: &[(ServerKind, Figures)], a: ServerKind, b: ServerKind| {
-        let get = |k| figs.iter().find(|(x, _)| *x == k).map(|(_, f)| *f);
-        match (get(a), get(b)) {
-            (Some(fa), Some(fb)) => Some((fa.rate / fb.rate, fa.cpu_us / fb.cpu_us)),
-            _ => None,
-        }
-    };
     let cell = |r: Option<(f64, f64)>, which: usize| {
         r.map_or("-".to_string(), |(rate, cpu)| {
             format!("{:.2}x", if which == 0 { rate } else { cpu })
         })
     };
     let mut rows = Vec::new();
-    for ((conns, size), figs) in results {
-        let ut = ratio(figs, ServerKind::Uring, ServerKind::Tokio);
-        let rt = ratio(figs, ServerKind::Raw, ServerKind::Tokio);
-        let ur = ratio(figs, ServerKind::Uring, ServerKind::Raw);
+    for row in results {
+        let (conns, size) = (&row.conns, &row.size);
+        let ut = row.ratio(ServerKind::Uring, ServerKind::Tokio);
+        let rt = row.ratio(ServerKind::Raw, ServerKind::Tokio);
+        let ur = row.ratio(ServerKind::Uring, ServerKind::Raw);
         let target = if *conns < 50 {
             "n/a".to_string()
         } else {
@@ -291,8 +325,9 @@ fn print_tables(results: &[RowFigures]) {
         ]);
     }
     super::print_table(
-        "echo: ratios (req/s: higher is better; CPU/req: lower is better). Target at 50 and 500 \
-         conns: uring >= 1.05x tokio req/s, <= 0.95x its CPU/req, req/s within 5% of raw",
+        "echo: ratios, medians of the ratios within each round (req/s: higher is better; \
+         CPU/req: lower is better). Target at 50 and 500 conns: uring >= 1.05x tokio req/s, \
+         <= 0.95x its CPU/req, req/s within 5% of raw",
         &[
             "conns",
             "msg",
