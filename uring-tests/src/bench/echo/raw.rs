@@ -21,7 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 const BUF_GROUP: u16 = 0;
 /// Buffers in the ring (a power of two, at most 32768): far more than connections times the
 /// messages one connection has in flight.
-const BUF_COUNT: u16 = 2048;
+const BUF_COUNT: u16 = 1024;
 
 /// Whether connections are direct descriptors (the ring's fixed-file table: no fd lookup and
 /// reference count per op) rather than ordinary fds. Measured here (kernel 6.18, paired runs at
