@@ -18,7 +18,7 @@ pub mod loadgen;
 pub mod raw;
 pub mod server;
 
-use loadgen::{LoadResult, LoadSpec};
+use loadgen::LoadResult;
 pub use server::ServerKind;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ pub const SIZES: [usize; 2] = [64, 4096];
 /// What the suite runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Rounds per figure.
+    /// Measured windows per server and row (the servers alternate, one window each per round).
     pub rounds: usize,
     /// Load before each measured window.
     pub warmup: Duration,
@@ -50,14 +50,15 @@ pub struct Options {
 }
 
 impl Options {
-    /// The full suite: every row, every server, `rounds` rounds of 1.2 s windows (about 2.5
-    /// minutes with 5 rounds). More short rounds rather than a few long ones: on a shared
-    /// machine the noise comes in bursts, which the median of many alternating rounds rejects.
+    /// The full suite: every row, every server, `2 x rounds` alternating windows of 0.6 s per
+    /// server (about 2.5 minutes with 5 rounds). Many short alternating windows rather than a
+    /// few long ones: on a shared machine the noise comes in bursts, and the closer in time the
+    /// windows of a pair are, the more alike the noise they see.
     pub fn full(rounds: usize) -> Options {
         Options {
-            rounds: rounds.max(1),
-            warmup: Duration::from_millis(300),
-            measure: Duration::from_millis(1200),
+            rounds: 2 * rounds.max(1),
+            warmup: Duration::from_millis(150),
+            measure: Duration::from_millis(600),
             rows: CONNS
                 .iter()
                 .flat_map(|&c| SIZES.iter().map(move |&s| (c, s)))
@@ -66,9 +67,10 @@ impl Options {
         }
     }
 
-    /// A quick look: short windows (about 10 seconds a round).
+    /// A quick look: `rounds` windows of 0.3 s per server (about 10 seconds a round).
     pub fn quick(rounds: usize) -> Options {
         Options {
+            rounds: rounds.max(1),
             warmup: Duration::from_millis(100),
             measure: Duration::from_millis(300),
             ..Options::full(rounds)
@@ -169,13 +171,16 @@ impl RowFigures {
 /// When a server cannot be started or the load generator fails.
 pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
     let exe = server_exe()?;
+    // The load generator holds every server's connections of a row at once: raise the soft
+    // fd limit to the hard one (often 1024 soft, far more hard).
+    crate::set_nofile_limit(u64::MAX);
     let (client_cpu, server_cpu) = pick_cpus();
     if let Some(c) = client_cpu {
         pin_current_thread(c);
     }
     println!(
-        "\necho: {} round(s), {:.1} s windows after {:.1} s warmup; servers on cpu {}, load \
-         generator on cpu {}",
+        "\necho: {} alternating window(s) per server of {:.1} s after {:.2} s warmup; servers on \
+         cpu {}, load generator on cpu {}",
         opts.rounds,
         opts.measure.as_secs_f64(),
         opts.warmup.as_secs_f64(),
@@ -184,31 +189,29 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
     );
     let mut results = Vec::new();
     for &(conns, size) in &opts.rows {
+        // Every server of the row runs at once (each idle while another is measured), each with
+        // its own connections, so the windows can alternate quickly without reconnecting.
+        let mut servers = Vec::new();
+        for &kind in &opts.servers {
+            let server = ServerProcess::start(&exe, kind, server_cpu)?;
+            let gen = loadgen::LoadGen::connect(server.addr, conns, size)
+                .and_then(|mut g| g.run(opts.warmup * 2, Duration::ZERO, None).map(|_| g))
+                .map_err(|e| context(e, kind, conns, size))?;
+            servers.push((kind, server, gen));
+        }
         let mut samples: Vec<Vec<LoadResult>> = vec![Vec::new(); opts.servers.len()];
         for round in 0..opts.rounds {
             // Rotate the order each round so no server always runs first (or last).
-            for k in 0..opts.servers.len() {
-                let i = (k + round) % opts.servers.len();
-                let kind = opts.servers[i];
-                let server = ServerProcess::start(&exe, kind, server_cpu)?;
-                let spec = LoadSpec {
-                    addr: server.addr,
-                    conns,
-                    msg_len: size,
-                    warmup: opts.warmup,
-                    measure: opts.measure,
-                    server_pid: Some(server.child.id()),
-                };
-                let r = loadgen::run(&spec).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("{} server, {conns} conns x {size} B: {e}", kind.name()),
-                    )
-                })?;
-                drop(server);
+            for k in 0..servers.len() {
+                let i = (k + round) % servers.len();
+                let (kind, server, gen) = &mut servers[i];
+                let r = gen
+                    .run(opts.warmup, opts.measure, Some(server.child.id()))
+                    .map_err(|e| context(e, *kind, conns, size))?;
                 samples[i].push(r);
             }
         }
+        drop(servers);
         let figures: Vec<(ServerKind, Figures)> = opts
             .servers
             .iter()
@@ -232,6 +235,13 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
     }
     print_tables(&results);
     Ok(results)
+}
+
+fn context(e: io::Error, kind: ServerKind, conns: usize, size: usize) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("{} server, {conns} conns x {size} B: {e}", kind.name()),
+    )
 }
 
 fn medians(rs: &[LoadResult]) -> Figures {

@@ -117,163 +117,220 @@ struct Conn {
     want_write: bool,
 }
 
-/// Runs the load and returns what it measured.
+/// Runs the load on fresh connections and returns what it measured.
 ///
 /// # Errors
 ///
-/// When a connection fails, the server closes one, an echoed byte differs from what was sent,
-/// or nothing moves for 10 seconds.
+/// As [`LoadGen::connect`] and [`LoadGen::run`].
 pub fn run(spec: &LoadSpec) -> io::Result<LoadResult> {
-    let pattern = Pattern::new(spec.msg_len);
-    let mut conns = Vec::with_capacity(spec.conns);
-    for _ in 0..spec.conns {
-        let stream = TcpStream::connect(spec.addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", spec.addr)))?;
-        stream.set_nodelay(true)?;
-        stream.set_nonblocking(true)?;
-        conns.push(Conn {
-            stream,
-            seq: 0,
-            written: 0,
-            received: 0,
-            sent_at: Instant::now(),
-            want_write: false,
-        });
-    }
-    // SAFETY: plain syscall creating a new fd; the result is checked.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `ep` is a fresh fd nothing else owns.
-    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-    for (i, c) in conns.iter().enumerate() {
-        epoll_ctl(&ep, libc::EPOLL_CTL_ADD, &c.stream, libc::EPOLLIN as u32, i)?;
-    }
-    let mut buf = vec![0u8; spec.msg_len];
-    for (i, c) in conns.iter_mut().enumerate() {
-        c.seq = i as u64;
-        c.sent_at = Instant::now();
-        send_more(&ep, c, i, &pattern)?;
-    }
+    LoadGen::connect(spec.addr, spec.conns, spec.msg_len)?.run(
+        spec.warmup,
+        spec.measure,
+        spec.server_pid,
+    )
+}
 
-    let mut latencies: Vec<u32> = Vec::with_capacity(1 << 20);
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let start = Instant::now();
-    let window_start_at = start + spec.warmup;
-    let window_end_at = window_start_at + spec.measure;
-    let mut measuring = false;
-    let mut window_start = start;
-    let mut cpu_before = None;
-    let mut requests = 0u64;
-    let mut last_progress = Instant::now();
-    loop {
-        // SAFETY: `events` is a live buffer of `events.len()` entries the kernel fills.
-        let n = unsafe {
-            libc::epoll_wait(
-                ep.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len() as i32,
-                1000,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        let now = Instant::now();
-        if n == 0 && now - last_progress > Duration::from_secs(10) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the echo server answered nothing for 10 s",
-            ));
-        }
-        if !measuring && now >= window_start_at {
-            measuring = true;
-            window_start = now;
-            requests = 0;
-            latencies.clear();
-            cpu_before = spec.server_pid.map(process_cpu_time).transpose()?;
-        }
-        if measuring && now >= window_end_at {
-            let cpu_after = spec.server_pid.map(process_cpu_time).transpose()?;
-            let elapsed = now - window_start;
-            latencies.sort_unstable();
-            let pct = |p: f64| -> Duration {
-                if latencies.is_empty() {
-                    return Duration::ZERO;
-                }
-                let i = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
-                Duration::from_nanos(latencies[i] as u64)
-            };
-            return Ok(LoadResult {
-                requests,
-                elapsed,
-                p50: pct(0.50),
-                p99: pct(0.99),
-                server_cpu: match (cpu_before, cpu_after) {
-                    (Some(b), Some(a)) => Some(a.saturating_sub(b)),
-                    _ => None,
-                },
+/// A set of connections to one server, kept open across measured windows, so that several
+/// servers can be measured in short alternating windows without reconnecting.
+pub struct LoadGen {
+    conns: Vec<Conn>,
+    ep: OwnedFd,
+    pattern: Pattern,
+    msg_len: usize,
+    buf: Vec<u8>,
+    latencies: Vec<u32>,
+    events: Vec<libc::epoll_event>,
+}
+
+impl LoadGen {
+    /// Opens `conns` connections to `addr` and sends each its first message.
+    ///
+    /// # Errors
+    ///
+    /// When a connection cannot be made.
+    pub fn connect(addr: SocketAddr, conns: usize, msg_len: usize) -> io::Result<LoadGen> {
+        let mut list = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let stream = TcpStream::connect(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
+            stream.set_nodelay(true)?;
+            stream.set_nonblocking(true)?;
+            list.push(Conn {
+                stream,
+                seq: 0,
+                written: 0,
+                received: 0,
+                sent_at: Instant::now(),
+                want_write: false,
             });
         }
-        for ev in &events[..n as usize] {
-            let i = ev.u64 as usize;
-            let c = &mut conns[i];
-            if c.want_write && ev.events & libc::EPOLLOUT as u32 != 0 {
-                send_more(&ep, c, i, &pattern)?;
-            }
-            if ev.events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
-                continue;
-            }
-            let got = match c.stream.read(&mut buf[c.received..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the echo server closed connection {i}"),
-                    ))
-                }
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("connection {i}: {e}"))),
-            };
-            let expected = pattern.message(i, c.seq);
-            let lo = c.received;
-            c.received += got;
-            if buf[lo..c.received] != expected[lo..c.received] {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "connection {i}, request {}: echoed bytes {lo}..{} differ from those sent",
-                        c.seq, c.received
-                    ),
-                ));
-            }
-            if c.received < spec.msg_len {
-                continue;
-            }
-            if c.written < spec.msg_len {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("connection {i}: more bytes echoed than sent"),
-                ));
-            }
-            let done = Instant::now();
-            if measuring {
-                requests += 1;
-                let ns = (done - c.sent_at).as_nanos().min(u32::MAX as u128) as u32;
-                latencies.push(ns);
-            }
-            last_progress = done;
-            c.seq += 1;
-            c.received = 0;
-            c.written = 0;
-            c.sent_at = done;
+        // SAFETY: plain syscall creating a new fd; the result is checked.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `ep` is a fresh fd nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        for (i, c) in list.iter().enumerate() {
+            epoll_ctl(&ep, libc::EPOLL_CTL_ADD, &c.stream, libc::EPOLLIN as u32, i)?;
+        }
+        let pattern = Pattern::new(msg_len);
+        for (i, c) in list.iter_mut().enumerate() {
+            c.seq = i as u64;
+            c.sent_at = Instant::now();
             send_more(&ep, c, i, &pattern)?;
         }
+        Ok(LoadGen {
+            conns: list,
+            ep,
+            pattern,
+            msg_len,
+            buf: vec![0u8; msg_len],
+            latencies: Vec::with_capacity(1 << 20),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+        })
+    }
+
+    /// Drives the ping-pong for `warmup`, then measures it for `measure`. Requests left in
+    /// flight at the end carry over to the next call (whose warmup absorbs them).
+    ///
+    /// # Errors
+    ///
+    /// When a connection fails, the server closes one, an echoed byte differs from what was
+    /// sent, or nothing moves for 10 seconds.
+    pub fn run(
+        &mut self,
+        warmup: Duration,
+        measure: Duration,
+        server_pid: Option<u32>,
+    ) -> io::Result<LoadResult> {
+        let start = Instant::now();
+        let window_start_at = start + warmup;
+        let window_end_at = window_start_at + measure;
+        let mut measuring = false;
+        let mut window_start = start;
+        let mut cpu_before = None;
+        let mut requests = 0u64;
+        let mut last_progress = Instant::now();
+        self.latencies.clear();
+        loop {
+            // SAFETY: `events` is a live buffer of `events.len()` entries the kernel fills.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.ep.as_raw_fd(),
+                    self.events.as_mut_ptr(),
+                    self.events.len() as i32,
+                    1000,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            if n == 0 && now - last_progress > Duration::from_secs(10) {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the echo server answered nothing for 10 s",
+                ));
+            }
+            if !measuring && now >= window_start_at {
+                measuring = true;
+                window_start = now;
+                requests = 0;
+                self.latencies.clear();
+                cpu_before = server_pid.map(process_cpu_time).transpose()?;
+            }
+            if measuring && now >= window_end_at {
+                let cpu_after = server_pid.map(process_cpu_time).transpose()?;
+                let elapsed = now - window_start;
+                let lat = &mut self.latencies;
+                lat.sort_unstable();
+                let pct = |p: f64| -> Duration {
+                    if lat.is_empty() {
+                        return Duration::ZERO;
+                    }
+                    let i = ((lat.len() as f64 * p) as usize).min(lat.len() - 1);
+                    Duration::from_nanos(lat[i] as u64)
+                };
+                return Ok(LoadResult {
+                    requests,
+                    elapsed,
+                    p50: pct(0.50),
+                    p99: pct(0.99),
+                    server_cpu: match (cpu_before, cpu_after) {
+                        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                        _ => None,
+                    },
+                });
+            }
+            for k in 0..n as usize {
+                let ev = self.events[k];
+                if let Some(done) = self.on_event(ev.u64 as usize, ev.events, measuring)? {
+                    last_progress = done;
+                    if measuring {
+                        requests += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one epoll event for connection `i`; returns when a request completed.
+    fn on_event(&mut self, i: usize, events: u32, measuring: bool) -> io::Result<Option<Instant>> {
+        let c = &mut self.conns[i];
+        if c.want_write && events & libc::EPOLLOUT as u32 != 0 {
+            send_more(&self.ep, c, i, &self.pattern)?;
+        }
+        if events & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0 {
+            return Ok(None);
+        }
+        let got = match c.stream.read(&mut self.buf[c.received..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the echo server closed connection {i}"),
+                ))
+            }
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("connection {i}: {e}"))),
+        };
+        let expected = self.pattern.message(i, c.seq);
+        let lo = c.received;
+        c.received += got;
+        if self.buf[lo..c.received] != expected[lo..c.received] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "connection {i}, request {}: echoed bytes {lo}..{} differ from those sent",
+                    c.seq, c.received
+                ),
+            ));
+        }
+        if c.received < self.msg_len {
+            return Ok(None);
+        }
+        if c.written < self.msg_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("connection {i}: more bytes echoed than sent"),
+            ));
+        }
+        let done = Instant::now();
+        if measuring {
+            let ns = (done - c.sent_at).as_nanos().min(u32::MAX as u128) as u32;
+            self.latencies.push(ns);
+        }
+        c.seq += 1;
+        c.received = 0;
+        c.written = 0;
+        c.sent_at = done;
+        send_more(&self.ep, c, i, &self.pattern)?;
+        Ok(Some(done))
     }
 }
 
