@@ -12,10 +12,12 @@
 //! The servers run from the `echo-server` binary (`echo-server --runtime uring|tokio|raw --addr
 //! ADDR [--cpu N]`), found next to the running executable (or at `$URING_ECHO_SERVER`).
 //! `URING_BENCH_QUICK=1` runs short windows for a quick look; `URING_ECHO_SERVERS=tokio,raw`
-//! picks the servers.
+//! picks the servers (`raw-single`, a runtime-free loop doing the same ops as the uring server,
+//! is not in the default set; with it, an extra table shows where uring's costs come from).
 
 pub mod loadgen;
 pub mod raw;
+pub mod raw_single;
 pub mod server;
 
 use loadgen::LoadResult;
@@ -63,7 +65,7 @@ impl Options {
                 .iter()
                 .flat_map(|&c| SIZES.iter().map(move |&s| (c, s)))
                 .collect(),
-            servers: ServerKind::ALL.to_vec(),
+            servers: ServerKind::DEFAULT.to_vec(),
         }
     }
 
@@ -98,7 +100,9 @@ pub fn run(rounds: usize, row: Option<&str>) {
             .split(',')
             .map(|n| {
                 ServerKind::parse(n.trim()).unwrap_or_else(|| {
-                    panic!("URING_ECHO_SERVERS: unknown server {n:?} (uring, tokio, raw)")
+                    panic!(
+                        "URING_ECHO_SERVERS: unknown server {n:?} (uring, tokio, raw, raw-single)"
+                    )
                 })
             })
             .collect();
@@ -234,6 +238,7 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
         });
     }
     print_tables(&results);
+    print_breakdown(&results);
     Ok(results)
 }
 
@@ -348,6 +353,44 @@ fn print_tables(results: &[RowFigures]) {
             "uring/raw req/s",
             "uring/raw CPU/req",
             "target",
+        ],
+        &rows,
+    );
+}
+
+/// With the raw-single loop in the run: where uring's cost over the raw loop comes from.
+fn print_breakdown(results: &[RowFigures]) {
+    let has = |k| {
+        results
+            .iter()
+            .all(|r| r.figures.iter().any(|(x, _)| *x == k))
+    };
+    if !has(ServerKind::RawSingle) || !has(ServerKind::Uring) || !has(ServerKind::Raw) {
+        return;
+    }
+    let fmt = |r: Option<(f64, f64)>| {
+        r.map_or(["-".to_string(), "-".to_string()], |(a, b)| {
+            [format!("{a:.2}x"), format!("{b:.2}x")]
+        })
+    };
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|row| {
+            let [a, b] = fmt(row.ratio(ServerKind::Uring, ServerKind::RawSingle));
+            let [c, d] = fmt(row.ratio(ServerKind::RawSingle, ServerKind::Raw));
+            vec![row.conns.to_string(), size_name(row.size), a, b, c, d]
+        })
+        .collect();
+    super::print_table(
+        "echo: where uring's cost comes from (uring vs a runtime-free loop doing the same ops; \
+         that loop vs multishot recv with a buffer ring)",
+        &[
+            "conns",
+            "msg",
+            "uring/raw-single req/s",
+            "uring/raw-single CPU/req",
+            "raw-single/raw req/s",
+            "raw-single/raw CPU/req",
         ],
         &rows,
     );
@@ -548,6 +591,13 @@ mod tests {
     #[test]
     fn raw_server_echoes_every_byte() {
         crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Raw));
+    }
+
+    #[test]
+    fn raw_single_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::RawSingle)
+        });
     }
 
     #[test]

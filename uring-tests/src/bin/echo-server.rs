@@ -1,12 +1,13 @@
-//! An echo server for the echo benchmark: `echo-server --runtime uring|tokio|raw --addr ADDR
-//! [--cpu N]`. Pins itself to cpu N if given, prints its bound address on stdout, and serves
-//! until killed.
+//! An echo server for the echo benchmark: `echo-server --runtime uring|tokio|raw|raw-single
+//! --addr ADDR [--cpu N]`. Pins itself to cpu N if given, prints its bound address on stdout,
+//! and serves until killed.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use uring_tests::bench::echo::{self, ServerKind};
 
-const USAGE: &str = "usage: echo-server --runtime uring|tokio|raw [--addr ADDR] [--cpu N]
+const USAGE: &str =
+    "usage: echo-server --runtime uring|tokio|raw|raw-single [--addr ADDR] [--cpu N]
        echo-server --bench [CONNSxBYTES] [--rounds N]   (the echo suite alone, as `bench echo`)
        echo-server --load ADDR [--conns N] [--size BYTES] [--secs S] [--pid SERVER_PID] [--cpu N]
                    (only the load generator, against a running server: for profiling one)

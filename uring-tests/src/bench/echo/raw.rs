@@ -338,7 +338,8 @@ fn start_send(c: &mut Conn, idx: usize, bufs: &BufRing, backlog: &mut VecDeque<s
     }
 }
 
-fn set_nodelay(fd: RawFd) {
+/// Sets TCP_NODELAY on a socket (errors ignored: a benchmark server).
+pub fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
     // SAFETY: `fd` is a socket we own; the option value is a live c_int.
     unsafe {

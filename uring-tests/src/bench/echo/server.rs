@@ -14,11 +14,22 @@ pub enum ServerKind {
     Tokio,
     /// A hand-written io_uring loop with no runtime (see `raw.rs`).
     Raw,
+    /// A hand-written io_uring loop doing the same ops as the uring server (see
+    /// `raw_single.rs`): not in the default set, for finding where uring's costs are.
+    RawSingle,
 }
 
 impl ServerKind {
-    /// Every kind, in table order.
-    pub const ALL: [ServerKind; 3] = [ServerKind::Uring, ServerKind::Tokio, ServerKind::Raw];
+    /// The servers the suite compares by default, in table order.
+    pub const DEFAULT: [ServerKind; 3] = [ServerKind::Uring, ServerKind::Tokio, ServerKind::Raw];
+
+    /// Every kind.
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Uring,
+        ServerKind::Tokio,
+        ServerKind::Raw,
+        ServerKind::RawSingle,
+    ];
 
     /// The name used on the command line and in tables.
     pub fn name(self) -> &'static str {
@@ -26,6 +37,7 @@ impl ServerKind {
             ServerKind::Uring => "uring",
             ServerKind::Tokio => "tokio",
             ServerKind::Raw => "raw",
+            ServerKind::RawSingle => "raw-single",
         }
     }
 
@@ -49,6 +61,7 @@ pub fn serve(kind: ServerKind, addr: SocketAddr, ready: impl FnOnce(SocketAddr))
         ServerKind::Uring => serve_uring(addr, ready),
         ServerKind::Tokio => serve_tokio(addr, ready),
         ServerKind::Raw => super::raw::serve(addr, BUF_SIZE, ready),
+        ServerKind::RawSingle => super::raw_single::serve(addr, BUF_SIZE, ready),
     }
 }
 
