@@ -15,15 +15,12 @@ pub enum ServerKind {
     /// A hand-written io_uring loop with no runtime (see `raw.rs`).
     Raw,
     /// A hand-written io_uring loop doing the same ops as the uring server (see
-    /// `raw_single.rs`): not in the default set, for finding where uring's costs are.
+    /// `raw_single.rs`): what uring costs over the same ops without a runtime.
     RawSingle,
 }
 
 impl ServerKind {
-    /// The servers the suite compares by default, in table order.
-    pub const DEFAULT: [ServerKind; 3] = [ServerKind::Uring, ServerKind::Tokio, ServerKind::Raw];
-
-    /// Every kind.
+    /// Every kind, in table order.
     pub const ALL: [ServerKind; 4] = [
         ServerKind::Uring,
         ServerKind::Tokio,
