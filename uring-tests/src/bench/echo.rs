@@ -1,16 +1,19 @@
-//! The echo benchmark suite: echo servers on uring, on tokio (current_thread) and a hand-written
-//! io_uring loop with no runtime, each in its own process pinned to one core, driven by a load
-//! generator pinned to another core that verifies every echoed byte.
+//! The echo benchmark suite: echo servers on uring, on tokio (current_thread) and two
+//! hand-written io_uring loops with no runtime, each in its own process pinned to one core,
+//! driven by a load generator pinned to another core that verifies every echoed byte.
 //!
-//! For each row (connections x message size) every server runs `rounds` times, the servers
-//! alternating within a round so that noise on the shared machine hits all of them alike; the
-//! tables show medians. Columns: requests per second, p50/p99 latency, and the server's CPU time
+//! For each row (connections x message size) all servers start, each with its own connections;
+//! then they are measured in short windows, one server at a time, alternating (the order rotates
+//! each round), so that noise on the shared machine hits all of them alike; the tables show
+//! medians over the windows. Columns: requests per second, p50/p99 latency, and the server's CPU time
 //! per request (user+system from `/proc/PID/stat` over the measured window); ratios are medians
 //! of the ratios within each round. On two cores the load generator saturates first, so CPU per
 //! request is the sharper figure.
 //!
-//! The servers run from the `echo-server` binary (`echo-server --runtime uring|tokio|raw --addr
-//! ADDR [--cpu N]`), found next to the running executable (or at `$URING_ECHO_SERVER`).
+//! The servers run from the `echo-server` binary (`echo-server --runtime
+//! uring|tokio|raw|raw-single --addr ADDR [--cpu N]`), found next to the running executable (or
+//! at `$URING_ECHO_SERVER`); `echo-server --bench [CONNSxBYTES] [--rounds N]` runs this suite,
+//! `echo-server --load ADDR ...` only the load generator (to profile one server).
 //! `URING_BENCH_QUICK=1` runs short windows for a quick look; `URING_ECHO_SERVERS=tokio,raw`
 //! picks the servers.
 //!
@@ -33,7 +36,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Rounds per figure by default (the median of these is shown).
+/// Rounds by default (each server gets two measured windows per round; medians are shown).
 pub const DEFAULT_ROUNDS: usize = 5;
 
 /// Connection counts of the rows.
