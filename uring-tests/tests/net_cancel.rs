@@ -24,6 +24,10 @@ use uring::net::{TcpListener, TcpStream};
 use uring::time::timeout;
 use uring_tests::{open_fds, under_valgrind, watchdog};
 
+/// How long a whole message may take to arrive before the bytes count as lost (generous: the
+/// machine is shared, and valgrind is slow).
+const WHOLE: Duration = Duration::from_secs(60);
+
 /// An empty buffer with `cap` bytes of zeroed (so, for valgrind, defined) capacity.
 fn zeroed(cap: usize) -> Vec<u8> {
     let mut v = vec![0u8; cap];
@@ -137,7 +141,16 @@ fn dropped_reads_lose_no_bytes_and_leak_nothing() {
                             writer.write_all(tail).await.0.unwrap();
                         }
                         for (reader, side) in [(&c, 1u8), (&s, 2u8)] {
-                            let (res, got) = reader.read_exact(zeroed(msg_len)).await;
+                            // If a dropped read were still armed, it would have taken some of
+                            // these bytes and this read would wait forever for them.
+                            let (res, got) = timeout(WHOLE, reader.read_exact(zeroed(msg_len)))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    panic!(
+                                        "connection {i} round {round}: the message never arrived \
+                                         whole: a dropped read took bytes"
+                                    )
+                                });
                             res.unwrap();
                             assert!(
                                 got == message(i, round, side, msg_len),
