@@ -612,6 +612,35 @@ mod tests {
     }
 
     #[test]
+    fn incoming_falls_back_to_single_shot_on_einval() {
+        crate::run(async {
+            // A bound socket that is not listening: the kernel answers accept with EINVAL, as
+            // a kernel without multishot accept answers the multishot flag.
+            let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.bind(&SockAddr::from(
+                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+            ))
+            .unwrap();
+            let listener = TcpListener {
+                socket: Socket::from_owned(OwnedFd::from(s)).unwrap(),
+            };
+            let mut incoming = listener.incoming();
+            let e = incoming.next().await.unwrap().unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+            assert!(
+                !incoming.acceptor.is_multishot(),
+                "EINVAL before any success switches to single-shot accepts"
+            );
+            let e = incoming.next().await.unwrap().unwrap_err();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EINVAL),
+                "and reports the error"
+            );
+        });
+    }
+
+    #[test]
     fn multishot_incoming_stays_multishot() {
         crate::run(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
