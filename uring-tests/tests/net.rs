@@ -674,6 +674,23 @@ fn unix_stream_listener_round_trip() {
                 .unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::NotFound);
 
+            // An abstract name (leading NUL byte): no file, the name comes back as given.
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("uring-test-{}", std::process::id());
+            let abstract_path = format!("\0{name}");
+            let abs = UnixListener::bind(&abstract_path).unwrap();
+            assert_eq!(
+                abs.local_addr().unwrap().as_abstract_name(),
+                Some(name.as_bytes())
+            );
+            let c = UnixStream::connect(&abstract_path).await.unwrap();
+            let (s, _) = abs.accept().await.unwrap();
+            let (res, _) = c.write_all(b"abs".to_vec()).await;
+            res.unwrap();
+            let (res, got) = s.read_exact(Vec::with_capacity(3)).await;
+            res.unwrap();
+            assert_eq!(got, b"abs");
+
             // pair() and split halves.
             let (x, y) = UnixStream::pair().unwrap();
             let (xr, xw) = x.into_split();

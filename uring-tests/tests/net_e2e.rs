@@ -55,10 +55,14 @@ fn require(tool: &str, package: &str) {
 
 /// Starts an example that prints its listening address as its first stdout line.
 fn start_example(name: &str, args: &[&str]) -> (Guard, SocketAddr) {
+    start_example_with(name, args, Stdio::inherit())
+}
+
+fn start_example_with(name: &str, args: &[&str], stderr: Stdio) -> (Guard, SocketAddr) {
     let mut child = Command::new(example(name))
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     let mut line = String::new();
@@ -292,5 +296,46 @@ fn echo_example_serves_clients() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("bad --addr"));
+    });
+}
+
+#[test]
+fn proxy_logs_a_failed_upstream_and_keeps_serving() {
+    watchdog(LIMIT, || {
+        let dead = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (mut proxy, addr) = start_example_with(
+            "proxy",
+            &["--listen", "127.0.0.1:0", "--upstream", &dead.to_string()],
+            Stdio::piped(),
+        );
+        // Each client is closed by the proxy once its upstream connect is refused.
+        for _ in 0..3 {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            let mut buf = Vec::new();
+            match c.read_to_end(&mut buf) {
+                Ok(n) => assert_eq!(n, 0),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+            }
+        }
+        // Still accepting: a fourth connection is taken too (it gets closed the same way).
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let _ = c.read_to_end(&mut Vec::new());
+        let _ = proxy.0.kill();
+        let mut err = String::new();
+        proxy
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let refused = err
+            .lines()
+            .filter(|l| l.contains("connect to upstream") && l.contains("refused"))
+            .count();
+        assert_eq!(refused, 4, "one log line per failed connection:\n{err}");
     });
 }
