@@ -531,8 +531,8 @@ fn tasks_left_running_continue_in_next_block_on() {
 fn runtime_drop_drops_unfinished_tasks() {
     watched(|| {
         let rt = Runtime::new().unwrap();
-        let flags: Vec<Rc<Cell<bool>>> = rt.block_on(async {
-            let mut flags = Vec::new();
+        let (mut flags, handles) = rt.block_on(async {
+            let mut flags: Vec<Rc<Cell<bool>>> = Vec::new();
             let mut handles = Vec::new();
             for i in 0..100 {
                 let (guard, flag) = drop_flag();
@@ -549,23 +549,24 @@ fn runtime_drop_drops_unfinished_tasks() {
                     handles.push(h);
                 }
             }
-            // A task that never got polled, holding a guard too.
-            let (guard, flag) = drop_flag();
-            flags.push(flag);
-            drop(uring::spawn(async move {
-                let _guard = guard;
-            }));
-            // Let the others start.
+            // Let them start.
             uring::yield_now().await;
-            // Kept handles are leaked out of block_on on purpose: dropped after the runtime.
-            std::mem::forget(handles);
-            flags
+            uring::yield_now().await;
+            // The kept handles leave block_on and are dropped after the runtime.
+            (flags, handles)
         });
-        assert!(
-            flags[..100].iter().all(|f| !f.get()),
-            "tasks were still running"
-        );
+        // A task that is never polled, holding a guard too.
+        let (guard, flag) = drop_flag();
+        flags.push(flag);
+        drop(rt.spawn(async move {
+            let _guard = guard;
+        }));
+        assert!(flags.iter().all(|f| !f.get()), "tasks were still running");
         drop(rt);
+        for h in &handles {
+            assert!(h.is_finished());
+        }
+        drop(handles);
         let dropped = flags.iter().filter(|f| f.get()).count();
         assert_eq!(
             dropped,
