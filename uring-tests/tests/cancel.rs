@@ -454,3 +454,84 @@ fn fds_return_to_baseline() {
         );
     });
 }
+
+#[test]
+fn unpolled_ops_cost_nothing_and_free_their_buffer_at_once() {
+    serial(|| {
+        let rt = Runtime::new().unwrap();
+        let live = Arc::new(AtomicUsize::new(0));
+        let (reader, _writer) = waiting_pipe();
+        rt.block_on(async {
+            let before = rt.driver_stats();
+            let futs: Vec<_> = (0..scaled(1000))
+                .map(|_| reader.read_at(TrackedBuf::new(16, &live), 0))
+                .collect();
+            assert_eq!(live.load(Ordering::SeqCst), futs.len());
+            drop(futs);
+            assert_eq!(
+                live.load(Ordering::SeqCst),
+                0,
+                "an unpolled op kept its buffer"
+            );
+            sleep(Duration::from_millis(1)).await;
+            let after = rt.driver_stats();
+            assert_eq!(
+                after.completions, before.completions,
+                "unpolled ops reached the ring: {before:?} -> {after:?}"
+            );
+        });
+    });
+}
+
+#[test]
+fn wakers_used_after_their_task_or_runtime_is_gone() {
+    serial(|| {
+        type Slot = Arc<Mutex<Option<std::task::Waker>>>;
+        let rt = Runtime::new().unwrap();
+        let finished_slot: Slot = Arc::default();
+        let pending_slot: Slot = Arc::default();
+        let (f, p) = (finished_slot.clone(), pending_slot.clone());
+        rt.block_on(async move {
+            // A task that keeps a clone of its waker somewhere else, then finishes.
+            uring::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    *f.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::Ready(())
+                })
+                .await;
+            })
+            .await
+            .unwrap();
+            // A late wake of a finished task, from another thread, is ignored.
+            let late = finished_slot.clone();
+            std::thread::spawn(move || late.lock().unwrap().take().unwrap().wake())
+                .join()
+                .unwrap();
+            sleep(Duration::from_millis(2)).await;
+            // A task still pending when the runtime is dropped, whose waker another thread has.
+            drop(uring::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    *p.lock().unwrap() = Some(cx.waker().clone());
+                    Poll::<()>::Pending
+                })
+                .await;
+            }));
+            uring::yield_now().await;
+        });
+        let waker = pending_slot
+            .lock()
+            .unwrap()
+            .take()
+            .expect("task stored its waker");
+        drop(rt);
+        // Waking (and dropping) it after the runtime is gone does nothing, on any thread.
+        std::thread::spawn(move || {
+            waker.wake_by_ref();
+            let clone = waker.clone();
+            drop(waker);
+            clone.wake();
+        })
+        .join()
+        .unwrap();
+    });
+}
