@@ -535,3 +535,42 @@ fn wakers_used_after_their_task_or_runtime_is_gone() {
         .unwrap();
     });
 }
+
+#[test]
+fn op_future_outliving_its_runtime() {
+    serial(|| {
+        let live = Arc::new(AtomicUsize::new(0));
+        let rt = Runtime::new().unwrap();
+        let (reader, _writer) = waiting_pipe();
+        let reader = Rc::new(reader);
+        let r = reader.clone();
+        let l = live.clone();
+        let l2 = live.clone();
+        // Two reads in flight, moved out of block_on: the runtime shuts down under them.
+        let (mut polled_later, dropped_later) = rt.block_on(async move {
+            let mut a = Box::pin(async move { r.read_at(TrackedBuf::new(8, &l), 0).await });
+            assert!(poll_once(&mut a).await.is_pending());
+            let r2 = reader.clone();
+            let mut b = Box::pin(async move { r2.read_at(TrackedBuf::new(8, &l2), 0).await });
+            assert!(poll_once(&mut b).await.is_pending());
+            (a, b)
+        });
+        drop(rt);
+        // The kernel is done with both (the runtime cancelled and reaped them), so their buffers
+        // are still owned by the futures, alive.
+        assert_eq!(live.load(Ordering::SeqCst), 2);
+        // Polling one gives its buffer back with an error, without a runtime.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match polled_later.as_mut().poll(&mut cx) {
+            Poll::Ready((res, buf)) => {
+                assert!(res.is_err(), "a read cancelled by shutdown gave {res:?}");
+                drop(buf);
+            }
+            Poll::Pending => panic!("a read whose runtime is gone is still pending"),
+        }
+        drop(polled_later);
+        drop(dropped_later);
+        assert_eq!(live.load(Ordering::SeqCst), 0, "buffers leaked");
+    });
+}

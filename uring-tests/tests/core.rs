@@ -1206,3 +1206,39 @@ fn extreme_durations_and_ring_sizes() {
         });
     });
 }
+
+#[test]
+fn sleep_outliving_its_runtime_drops_cleanly() {
+    watched(|| {
+        let rt = Runtime::new().unwrap();
+        // A sleep registered with the runtime's timers, then moved out of block_on.
+        let mut early = rt.block_on(async {
+            let mut s = Box::pin(sleep(Duration::from_secs(3600)));
+            assert!(poll_once(&mut s).await.is_pending());
+            s
+        });
+        drop(rt);
+        // Polling it without its runtime may at most panic with a message that says so (as
+        // tokio does); a bare "invalid key" from the timer table is a bug. Dropping it must never
+        // panic. (Nothing here may panic while `early` is alive: a second panic in its drop
+        // would abort the whole test binary.)
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = early.as_mut().poll(&mut cx);
+        }));
+        let poll_panic = polled.err().map(panic_message);
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(early)));
+        let drop_panic = dropped.err().map(panic_message);
+        assert!(
+            drop_panic.is_none(),
+            "dropping a Sleep that outlived its runtime panicked: {drop_panic:?}"
+        );
+        if let Some(msg) = poll_panic {
+            assert!(
+                msg.contains("runtime"),
+                "polling a Sleep whose runtime is gone panicked without saying why: {msg:?}"
+            );
+        }
+    });
+}
