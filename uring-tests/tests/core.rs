@@ -1212,6 +1212,7 @@ fn sleep_outliving_its_runtime_drops_cleanly() {
     watched(|| {
         let rt = Runtime::new().unwrap();
         // A sleep registered with the runtime's timers, then moved out of block_on.
+        #[allow(clippy::async_yields_async)]
         let mut early = rt.block_on(async {
             let mut s = Box::pin(sleep(Duration::from_secs(3600)));
             assert!(poll_once(&mut s).await.is_pending());
