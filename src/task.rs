@@ -13,9 +13,9 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -104,7 +104,8 @@ struct Links {
     next: Option<NonNull<Header>>,
 }
 
-/// Every unfinished task of a runtime, so shutdown can drop their futures: an intrusive
+/// Every unfinished task of a runtime that has been polled (the others are in the run queue), so
+/// shutdown can drop their futures: an intrusive
 /// doubly-linked list through the task headers (no allocation per spawn). The list holds one
 /// strong count per task. Runtime thread only.
 #[derive(Default)]
@@ -370,7 +371,16 @@ impl<F: Future + 'static> Task<F> {
         // while running; it is dropped in place (replaced) when it finishes.
         let fut = unsafe { Pin::new_unchecked(fut) };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
+            Ok(Poll::Pending) => {
+                // Only tasks that outlive their first poll join the owned list (for shutdown);
+                // the many that finish at once never touch it. Until then a task is in the run
+                // queue, which shutdown drains too.
+                if !self.flag(LINKED) {
+                    // SAFETY: adds the list's count from the live one the caller's TaskRef holds.
+                    unsafe { Arc::increment_strong_count(ptr.as_ptr() as *const Self) };
+                    handle.owned.insert(TaskRef(ptr));
+                }
+            }
             Ok(Poll::Ready(out)) => self.finish(ptr, handle, Ok(out)),
             Err(panic) => self.finish(ptr, handle, Err(JoinError::panicked(panic))),
         }
@@ -515,7 +525,9 @@ impl JoinError {
     ///
     /// If the error is not a panic.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        *self.panic.expect("JoinError::into_panic on a cancelled task")
+        *self
+            .panic
+            .expect("JoinError::into_panic on a cancelled task")
     }
 
     fn message(&self) -> String {
@@ -569,7 +581,6 @@ where
         stage: UnsafeCell::new(Stage::Running(fut)),
         join_waker: UnsafeCell::new(None),
     });
-    handle.owned.insert(Task::into_task_ref(task.clone()));
     handle.push_local(Task::into_task_ref(task.clone()));
     JoinHandle {
         task: Task::into_task_ref(task),

@@ -27,9 +27,13 @@ struct Read<B> {
 unsafe impl<B: IoBufMut> OpCode for Read<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
-        opcode::Read::new(types::Fd(self.fd.as_raw_fd()), self.buf.stable_mut_ptr(), len)
-            .offset(self.offset)
-            .build()
+        opcode::Read::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.buf.stable_mut_ptr(),
+            len,
+        )
+        .offset(self.offset)
+        .build()
     }
 }
 
