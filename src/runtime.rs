@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -89,7 +89,7 @@ impl Remote {
 /// gives the task back for the remote queue.
 pub(crate) fn schedule_local(task: TaskRef) -> Option<TaskRef> {
     with_current(|h| match h {
-        Some(h) if Arc::as_ptr(&h.remote) == task.remote_ptr() => {
+        Some(h) if h.id == task.runtime() => {
             h.queue.borrow_mut().push_back(task);
             None
         }
@@ -97,8 +97,24 @@ pub(crate) fn schedule_local(task: TaskRef) -> Option<TaskRef> {
     })
 }
 
+/// Every live runtime's remote part, by id: how a waker on another thread finds the queue of the
+/// task's runtime without each task carrying an `Arc` (which would cost every spawn an atomic
+/// increment and 8 bytes).
+static REMOTES: Mutex<Vec<(u32, Arc<Remote>)>> = Mutex::new(Vec::new());
+static NEXT_RUNTIME_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The remote part of runtime `id`, if it is still running.
+pub(crate) fn remote_of(id: u32) -> Option<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|p| p.into_inner());
+    remotes
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, r)| r.clone())
+}
+
 /// A runtime's state, shared by everything running on it through the thread-local context.
 pub(crate) struct Handle {
+    pub(crate) id: u32,
     pub(crate) driver: RefCell<Driver>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) remote: Arc<Remote>,
@@ -288,8 +304,14 @@ impl Builder {
             closed: AtomicBool::new(false),
             eventfd,
         });
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
+        REMOTES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, remote.clone()));
         Ok(Runtime {
             handle: Rc::new(Handle {
+                id,
                 driver: RefCell::new(driver),
                 timers: RefCell::new(Timers::default()),
                 remote,
@@ -408,6 +430,10 @@ impl Drop for Runtime {
         self.handle.driver.borrow_mut().shut_down(&mut orphans);
         drop(orphans);
         let remote = &self.handle.remote;
+        REMOTES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.handle.id);
         let late = {
             let mut q = remote.queue.lock().unwrap_or_else(|p| p.into_inner());
             remote.closed.store(true, Ordering::Release);
