@@ -1,0 +1,103 @@
+//! An echo server: every byte a client sends comes back.
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:7000
+//! ```
+//!
+//! It prints the address it listens on (useful with port 0) as the first line of stdout, then
+//! serves each connection in its own task until the client closes it.
+
+use std::net::SocketAddr;
+use uring::net::{AcceptBackoff, TcpListener, TcpStream};
+
+const USAGE: &str = "usage: echo [--addr IP:PORT]   (default 127.0.0.1:7000)";
+
+fn main() {
+    let addr = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("echo: {msg}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo: cannot listen on {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let runtime = uring::Runtime::new().unwrap_or_else(|e| {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    });
+    println!("{}", listener.local_addr().expect("bound address"));
+    runtime.block_on(async move {
+        let mut incoming = listener.incoming();
+        let mut backoff = AcceptBackoff::default();
+        while let Some(accepted) = incoming.next().await {
+            match accepted {
+                Ok(stream) => {
+                    backoff.on_success();
+                    uring::spawn(serve(stream));
+                }
+                Err(e) => {
+                    eprintln!("echo: accept: {e}");
+                    if let Err(e) = backoff.on_error(e).await {
+                        eprintln!("echo: the listener failed, stopping: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn serve(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        let (res, b) = stream.read(buf).await;
+        match res {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("echo: {}: read: {e}", peer(&stream));
+                return;
+            }
+        }
+        let (res, b) = stream.write_all(b).await;
+        if let Err(e) = res {
+            eprintln!("echo: {}: write: {e}", peer(&stream));
+            return;
+        }
+        buf = b;
+    }
+}
+
+fn peer(stream: &TcpStream) -> String {
+    stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "connection".into())
+}
+
+fn parse_args() -> Result<SocketAddr, String> {
+    let mut addr: SocketAddr = "127.0.0.1:7000".parse().expect("default address");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => {
+                let v = args.next().ok_or("--addr needs a value")?;
+                addr = v.parse().map_err(|e| format!("bad --addr {v:?}: {e}"))?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(addr)
+}

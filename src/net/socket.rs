@@ -1,0 +1,246 @@
+//! The socket core shared by TCP, UDP and Unix sockets: an fd every op holds a clone of, and the
+//! ring operations on it.
+//!
+//! Sockets stay in blocking mode. io_uring never blocks the loop on them: it tries each operation
+//! without waiting and, if the socket is not ready, parks it on the socket's wait queue inside the
+//! kernel and completes it later. So there is no `O_NONBLOCK`, no `EAGAIN` and no readiness
+//! polling in this crate.
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::fd::SharedFd;
+use crate::op::net::{self as op, AcceptMulti, AcceptOne};
+use crate::op::MultiOp;
+use crate::BufResult;
+use socket2::{Domain, SockAddr, SockRef, Type};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
+
+/// Listen backlog for sockets this crate puts into listening state (the kernel caps it at
+/// `net.core.somaxconn`).
+pub(crate) const LISTEN_BACKLOG: i32 = 1024;
+
+/// An open socket; closed through the ring when the socket and every op using it are gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Socket {
+    fd: SharedFd,
+}
+
+impl Socket {
+    /// A new close-on-exec socket.
+    pub(crate) fn new(domain: Domain, ty: Type) -> io::Result<Socket> {
+        let s = socket2::Socket::new(domain, ty, None)?;
+        Ok(Socket::from_fd(SharedFd::new(s.into_raw_fd())))
+    }
+
+    pub(crate) fn from_fd(fd: SharedFd) -> Socket {
+        Socket { fd }
+    }
+
+    /// Takes a socket from std or socket2, putting it back into blocking mode if it was not:
+    /// io_uring waits for blocking sockets without blocking the loop.
+    pub(crate) fn from_owned(fd: OwnedFd) -> io::Result<Socket> {
+        SockRef::from(&fd).set_nonblocking(false)?;
+        Ok(Socket::from_fd(SharedFd::new(fd.into_raw_fd())))
+    }
+
+    /// A socket bound to `addr` and listening.
+    pub(crate) fn listen(addr: &SockAddr, reuse_address: bool) -> io::Result<Socket> {
+        let s = socket2::Socket::new(addr.domain(), Type::STREAM, None)?;
+        if reuse_address {
+            // As std and tokio do: a restarted server can bind while old connections linger in
+            // TIME_WAIT. It does not let two live listeners share the address.
+            s.set_reuse_address(true)?;
+        }
+        s.bind(addr)?;
+        s.listen(LISTEN_BACKLOG)?;
+        Ok(Socket::from_fd(SharedFd::new(s.into_raw_fd())))
+    }
+
+    /// A socket bound to `addr`.
+    pub(crate) fn bind(addr: &SockAddr, ty: Type) -> io::Result<Socket> {
+        let s = socket2::Socket::new(addr.domain(), ty, None)?;
+        s.bind(addr)?;
+        Ok(Socket::from_fd(SharedFd::new(s.into_raw_fd())))
+    }
+
+    /// Gives the socket's fd to the caller. If a dropped op still holds it (its cancel has not
+    /// completed yet), the caller gets a duplicate, and this one is closed when that op is done.
+    pub(crate) fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        match self.fd.try_unwrap() {
+            // SAFETY: `try_unwrap` gave us the only handle to this open fd.
+            Ok(raw) => Ok(unsafe { OwnedFd::from_raw_fd(raw) }),
+            Err(shared) => {
+                let fd = SockRef::from(&Socket { fd: shared }).try_clone()?;
+                Ok(OwnedFd::from(fd))
+            }
+        }
+    }
+
+    pub(crate) fn sock_ref(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SockAddr> {
+        self.sock_ref().local_addr()
+    }
+
+    pub(crate) fn peer_addr(&self) -> io::Result<SockAddr> {
+        self.sock_ref().peer_addr()
+    }
+
+    pub(crate) async fn connect(&self, addr: SockAddr) -> io::Result<()> {
+        op::connect(&self.fd, addr).await
+    }
+
+    pub(crate) async fn accept(&self) -> io::Result<(Socket, SockAddr)> {
+        let (fd, addr) = op::accept(&self.fd).await?;
+        Ok((Socket::from_fd(fd), addr))
+    }
+
+    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        op::recv(&self.fd, buf).await
+    }
+
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        op::send(&self.fd, buf).await
+    }
+
+    pub(crate) async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        op::recv_vectored(&self.fd, bufs).await
+    }
+
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        op::send_vectored(&self.fd, bufs).await
+    }
+
+    pub(crate) async fn send_to<B: IoBuf>(&self, buf: B, addr: &SockAddr) -> BufResult<usize, B> {
+        op::send_to(&self.fd, buf, addr).await
+    }
+
+    pub(crate) async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SockAddr), B> {
+        op::recv_from(&self.fd, buf).await
+    }
+
+    pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        op::shutdown(&self.fd, how).await
+    }
+
+    /// Whether `other` is the same open socket (both handles share one fd).
+    pub(crate) fn same_as(&self, other: &Socket) -> bool {
+        self.fd.as_raw_fd() == other.fd.as_raw_fd()
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd stays open at least as long as `self`, which holds a `SharedFd` to it.
+        unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) }
+    }
+}
+
+/// Accepts connections one after another for a listener's `incoming()` stream: one multishot
+/// accept (Linux 5.19+) posts a completion per connection; it is resubmitted whenever it ends
+/// (after an error such as `EMFILE`, or when the kernel stops it). If the kernel rejects the
+/// multishot flag (`EINVAL` before any success), it falls back to one single-shot accept at a
+/// time.
+pub(crate) struct Acceptor {
+    listener: SharedFd,
+    multi: Option<MultiOp<AcceptMulti>>,
+    single: Option<AcceptOne>,
+    multishot: bool,
+    multishot_worked: bool,
+}
+
+impl Acceptor {
+    pub(crate) fn new(listener: &Socket, multishot: bool) -> Acceptor {
+        Acceptor {
+            listener: listener.fd.clone(),
+            multi: None,
+            single: None,
+            multishot,
+            multishot_worked: false,
+        }
+    }
+
+    /// Whether the multishot accept is in use (it may have fallen back to single-shot).
+    #[cfg(test)]
+    pub(crate) fn is_multishot(&self) -> bool {
+        self.multishot
+    }
+
+    pub(crate) fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Socket>> {
+        loop {
+            if !self.multishot {
+                let op = self
+                    .single
+                    .get_or_insert_with(|| AcceptOne::new(&self.listener));
+                let res = std::task::ready!(op.poll(cx));
+                self.single = None;
+                return Poll::Ready(res.map(Socket::from_fd));
+            }
+            let op = self
+                .multi
+                .get_or_insert_with(|| op::accept_multi(&self.listener));
+            let c = match op.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Ended without a completion for us: submit a new one.
+                Poll::Ready(None) => {
+                    self.multi = None;
+                    continue;
+                }
+                Poll::Ready(Some(c)) => c,
+            };
+            if op.is_done() {
+                self.multi = None;
+            }
+            if c.result >= 0 {
+                self.multishot_worked = true;
+                return Poll::Ready(Ok(Socket::from_fd(SharedFd::new(c.result))));
+            }
+            if c.result == -libc::EINVAL && !self.multishot_worked {
+                // A kernel without multishot accept; a listener that is not listening fails the
+                // single-shot accept the same way, and that error is then returned.
+                self.multishot = false;
+                continue;
+            }
+            return Poll::Ready(Err(io::Error::from_raw_os_error(-c.result)));
+        }
+    }
+}
+
+/// Converts a Unix-domain address from the kernel into std's type.
+pub(crate) fn unix_addr(addr: &SockAddr) -> io::Result<std::os::unix::net::SocketAddr> {
+    if let Some(path) = addr.as_pathname() {
+        return std::os::unix::net::SocketAddr::from_pathname(path);
+    }
+    if let Some(name) = addr.as_abstract_namespace() {
+        use std::os::linux::net::SocketAddrExt;
+        return std::os::unix::net::SocketAddr::from_abstract_name(name);
+    }
+    // The kernel reports an unbound sender with an address length of 0 (nothing written).
+    if addr.len() != 0 && addr.domain() != Domain::UNIX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a Unix-domain socket address",
+        ));
+    }
+    // Unnamed (an unbound socket): std builds that from an empty path.
+    std::os::unix::net::SocketAddr::from_pathname("")
+}
+
+/// Converts an internet address from the kernel into std's type.
+pub(crate) fn inet_addr(addr: &SockAddr) -> io::Result<std::net::SocketAddr> {
+    addr.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not an IPv4 or IPv6 socket address",
+        )
+    })
+}
