@@ -3,7 +3,7 @@
 //! is installed.
 //!
 //! ```text
-//! cargo run --release -p uring-tests --bin bench -- fs [--size 1G] [--secs 2] [--rounds 3]
+//! cargo run --release -p uring-tests --bin bench -- fs [--size 1G] [--secs 2] [--rounds 3] [--only QD32]
 //! ```
 //!
 //! The file (`$TMPDIR/uring-bench-fs-<size>.dat`) is created once and reused. Every row runs for
@@ -24,6 +24,7 @@
 
 use super::{median, print_table};
 use std::cell::Cell;
+use std::future::Future;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,6 +42,10 @@ pub struct Config {
     pub secs: f64,
     /// Rounds per row; the median is reported.
     pub rounds: usize,
+    /// Only the workloads whose name contains this.
+    pub only: Option<String>,
+    /// Only these peers (`tokio-fs`, `tokio-pread`, `std`, `fio`); uring always runs.
+    pub engines: Option<Vec<String>>,
 }
 
 impl Default for Config {
@@ -49,12 +54,16 @@ impl Default for Config {
             size: 1 << 30,
             secs: 2.0,
             rounds: 3,
+            only: None,
+            engines: None,
         }
     }
 }
 
 impl Config {
-    /// Reads `--size N[K|M|G]`, `--secs S`, `--rounds R` (also `URING_BENCH_FS_SIZE`).
+    /// Reads `--size N[K|M|G]`, `--secs S`, `--rounds R` (also `URING_BENCH_FS_SIZE`) and
+    /// `--only TEXT` (run only the workloads whose name contains TEXT), `--engines a,b` (run only
+    /// these peers: `tokio-fs`, `tokio-pread`, `std`, `fio`).
     pub fn from_args(args: &[String]) -> Result<Config, String> {
         let mut c = Config::default();
         if let Ok(s) = std::env::var("URING_BENCH_FS_SIZE") {
@@ -67,6 +76,8 @@ impl Config {
                 "--size" => c.size = parse_size(val()?)?,
                 "--secs" => c.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
                 "--rounds" => c.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
+                "--only" => c.only = Some(val()?.clone()),
+                "--engines" => c.engines = Some(val()?.split(',').map(str::to_string).collect()),
                 other => return Err(format!("fs bench: unknown argument {other}")),
             }
         }
@@ -269,6 +280,64 @@ fn run_uring(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
     })
 }
 
+/// One uring op of the benchmark, as a nameable future type for [`run_uring_futures`].
+async fn uring_op(
+    f: Rc<uring::fs::File>,
+    write: bool,
+    mut buf: AlignedBuf,
+    off: u64,
+) -> uring::BufResult<usize, AlignedBuf> {
+    if write {
+        f.write_at(buf, off).await
+    } else {
+        buf.clear();
+        f.read_at(buf, off).await
+    }
+}
+
+/// Ops per second for uring: one task keeping `depth` op futures in flight, polling them all
+/// when woken (as `join_all`/`FuturesUnordered` would), so a batch of completions costs one
+/// task wake instead of `depth`.
+fn run_uring_futures(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
+    let rt = uring::Runtime::new().expect("uring runtime");
+    rt.block_on(async {
+        let f = Rc::new(uring::fs::File::from_std(open_std(path, w)));
+        let mut offs = Offsets::new(cfg.size, w, round * 1000 + 1, Rc::new(Cell::new(0)));
+        let make = |buf, off| Box::pin(uring_op(f.clone(), w.write, buf, off));
+        let mut slots: Vec<Option<_>> = (0..w.depth)
+            .map(|_| Some(make(buffer(w), offs.next())))
+            .collect();
+        let mut live = w.depth;
+        let mut done = 0u64;
+        let mut deadline = Deadline::new(cfg.secs);
+        let start = Instant::now();
+        std::future::poll_fn(|cx| {
+            for slot in slots.iter_mut() {
+                while let Some(fut) = slot {
+                    let std::task::Poll::Ready((res, buf)) = fut.as_mut().poll(cx) else {
+                        break;
+                    };
+                    assert_eq!(res.expect("uring bench op"), w.block);
+                    done += 1;
+                    if deadline.passed() {
+                        *slot = None;
+                        live -= 1;
+                    } else {
+                        fut.set(uring_op(f.clone(), w.write, buf, offs.next()));
+                    }
+                }
+            }
+            if live == 0 {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        done as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
 fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -373,20 +442,23 @@ fn run_tokio_pread(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
     })
 }
 
-/// Ops per second of a plain positional read (or write) loop on this thread.
-fn run_std(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
+/// Ops per second of a plain positional read (or write) loop on this thread, cycling through
+/// `nbufs` buffers (1 for the plain loop; `depth` to give it the same cache footprint as
+/// `depth` reads in flight).
+fn run_std(path: &Path, cfg: &Config, w: &Workload, round: u64, nbufs: usize) -> f64 {
     let f = open_std(path, w);
     let mut offs = Offsets::new(cfg.size, w, round + 1, Rc::new(Cell::new(0)));
-    let mut buf = AlignedBuf::zeroed(w.block);
+    let mut bufs: Vec<AlignedBuf> = (0..nbufs).map(|_| AlignedBuf::zeroed(w.block)).collect();
     let mut done = 0u64;
     let start = Instant::now();
     let mut deadline = Deadline::new(cfg.secs);
     while !deadline.passed() {
+        let buf = &mut bufs[done as usize % nbufs];
         let off = offs.next();
         let n = if w.write {
-            f.write_at(&buf, off)
+            f.write_at(buf, off)
         } else {
-            f.read_at(&mut buf, off)
+            f.read_at(buf, off)
         };
         assert_eq!(n.expect("pread"), w.block);
         done += 1;
@@ -395,7 +467,7 @@ fn run_std(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
 }
 
 /// Ops per second of fio's io_uring engine, or `None` without fio (or if it fails).
-fn run_fio(path: &Path, cfg: &Config, w: &Workload) -> Option<f64> {
+fn run_fio(path: &Path, cfg: &Config, w: &Workload) -> Option<Sample> {
     let rw = match (w.write, w.random) {
         (false, true) => "randread",
         (false, false) => "read",
@@ -425,11 +497,51 @@ fn run_fio(path: &Path, cfg: &Config, w: &Workload) -> Option<f64> {
     let json = String::from_utf8_lossy(&out.stdout);
     let section = if w.write { "\"write\"" } else { "\"read\"" };
     let at = json.find(section)?;
-    let rest = &json[at..];
-    let k = rest.find("\"iops\"")?;
-    let v = rest[k + 6..].trim_start_matches([' ', ':']);
-    let end = v.find([',', '\n', ' '])?;
+    let iops = json_number(&json[at..], "\"iops\"")?;
+    let cpu = json_number(&json, "\"usr_cpu\"")? + json_number(&json, "\"sys_cpu\"")?;
+    Some(Sample {
+        ops_per_sec: iops,
+        ops_per_cpu_sec: iops / (cpu / 100.0).max(1e-9),
+    })
+}
+
+/// The number after the first `key :` in fio's JSON text.
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let k = text.find(key)?;
+    let v = text[k + key.len()..].trim_start_matches([' ', ':']);
+    let end = v.find([',', '\n', ' ', '}'])?;
     v[..end].trim().parse().ok()
+}
+
+/// One measurement: throughput, and throughput per second of CPU the process used (user and
+/// system, all its threads: tokio's blocking pool and io_uring's io-wq workers included), which
+/// a noisy neighbour on a shared machine disturbs much less than wall-clock throughput.
+#[derive(Clone, Copy)]
+struct Sample {
+    ops_per_sec: f64,
+    ops_per_cpu_sec: f64,
+}
+
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs an in-process engine, measuring its CPU time as well.
+fn with_cpu(run: impl FnOnce() -> f64) -> Sample {
+    let (cpu0, t0) = (cpu_secs(), Instant::now());
+    let ops_per_sec = run();
+    let (cpu, wall) = (cpu_secs() - cpu0, t0.elapsed().as_secs_f64());
+    Sample {
+        ops_per_sec,
+        ops_per_cpu_sec: ops_per_sec * wall / cpu.max(1e-9),
+    }
 }
 
 fn fio_available() -> bool {
@@ -495,67 +607,125 @@ pub fn run(args: &[String]) {
     let fio = fio_available();
     let mut rows = Vec::new();
     for w in WORKLOADS {
+        if cfg
+            .only
+            .as_ref()
+            .is_some_and(|o| !w.name.contains(o.as_str()))
+        {
+            continue;
+        }
         if !w.direct {
             warm(&path);
         }
-        let measure = |f: &dyn Fn(u64) -> f64| {
-            let mut xs: Vec<f64> = (0..cfg.rounds as u64).map(f).collect();
-            median(&mut xs)
+        let want = |e: &str| {
+            cfg.engines
+                .as_ref()
+                .is_none_or(|v| v.iter().any(|x| x == e))
         };
-        let uring = measure(&|r| run_uring(&path, &cfg, w, r));
-        let mut peers: Vec<(&str, Option<f64>)> = Vec::new();
-        peers.push(("uring", Some(uring)));
-        if !w.direct {
-            peers.push((
-                "tokio::fs (seek+read)",
-                Some(measure(&|r| run_tokio_fs(&path, &cfg, w, r))),
+        type Engine<'a> = (&'static str, Box<dyn Fn(u64) -> Option<Sample> + 'a>);
+        let mut engines: Vec<Engine> = vec![(
+            "uring (QD tasks)",
+            Box::new(|r| Some(with_cpu(|| run_uring(&path, &cfg, w, r)))),
+        )];
+        if w.depth > 1 {
+            engines.push((
+                "uring (QD futures, 1 task)",
+                Box::new(|r| Some(with_cpu(|| run_uring_futures(&path, &cfg, w, r)))),
             ));
         }
-        peers.push((
-            "tokio spawn_blocking pread",
-            Some(measure(&|r| run_tokio_pread(&path, &cfg, w, r))),
-        ));
-        peers.push((
-            "std pread loop, 1 thread",
-            Some(measure(&|r| run_std(&path, &cfg, w, r))),
-        ));
-        if fio {
-            let mut xs: Vec<f64> = (0..cfg.rounds)
-                .filter_map(|_| run_fio(&path, &cfg, w))
-                .collect();
-            peers.push(("fio io_uring", (!xs.is_empty()).then(|| median(&mut xs))));
+        if !w.direct && want("tokio-fs") {
+            engines.push((
+                "tokio::fs (seek+read)",
+                Box::new(|r| Some(with_cpu(|| run_tokio_fs(&path, &cfg, w, r)))),
+            ));
         }
-        for (engine, ops) in peers {
-            let (iops, mib, ratio) = match ops {
-                Some(ops) => {
-                    let (i, m) = fmt_rate(ops, w.block);
-                    (i, m, format!("{:.2}x", uring / ops))
+        if want("tokio-pread") {
+            engines.push((
+                "tokio spawn_blocking pread",
+                Box::new(|r| Some(with_cpu(|| run_tokio_pread(&path, &cfg, w, r)))),
+            ));
+        }
+        if want("std") {
+            engines.push((
+                "std pread loop, 1 thread",
+                Box::new(|r| Some(with_cpu(|| run_std(&path, &cfg, w, r, 1)))),
+            ));
+        }
+        if w.depth > 1 && want("std-rotating") {
+            engines.push((
+                "std pread loop, QD buffers in turn",
+                Box::new(|r| Some(with_cpu(|| run_std(&path, &cfg, w, r, w.depth)))),
+            ));
+        }
+        if fio && want("fio") {
+            engines.push(("fio io_uring", Box::new(|_| run_fio(&path, &cfg, w))));
+        }
+        // Rounds interleave the engines, so a noisy neighbour on the shared machine slows all
+        // of them alike rather than one whole row.
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); engines.len()];
+        for r in 0..cfg.rounds as u64 {
+            for (i, (_, run)) in engines.iter().enumerate() {
+                if let Some(x) = run(r) {
+                    samples[i].push(x);
                 }
-                None => ("failed".into(), "-".into(), "-".into()),
+            }
+        }
+        let medians: Vec<Option<(f64, f64)>> = samples
+            .iter()
+            .map(|xs| {
+                let mut ops: Vec<f64> = xs.iter().map(|x| x.ops_per_sec).collect();
+                let mut cpu: Vec<f64> = xs.iter().map(|x| x.ops_per_cpu_sec).collect();
+                (!xs.is_empty()).then(|| (median(&mut ops), median(&mut cpu)))
+            })
+            .collect();
+        let (uring, uring_cpu) = medians[0].expect("uring ran");
+        for ((engine, _), m) in engines.iter().zip(medians) {
+            let cells = match m {
+                Some((ops, cpu)) => {
+                    let (i, mib) = fmt_rate(ops, w.block);
+                    vec![
+                        i,
+                        mib,
+                        format!("{cpu:.0}"),
+                        format!("{:.2}x", uring / ops),
+                        format!("{:.2}x", uring_cpu / cpu),
+                    ]
+                }
+                None => vec![
+                    "failed".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ],
             };
-            let engine = if engine == "std pread loop, 1 thread" && w.write {
+            let engine = if *engine == "std pread loop, 1 thread" && w.write {
                 "std pwrite loop, 1 thread"
             } else {
                 engine
             };
-            rows.push(vec![
-                w.name.to_string(),
-                engine.to_string(),
-                iops,
-                mib,
-                ratio,
-            ]);
+            let mut row = vec![w.name.to_string(), engine.to_string()];
+            row.extend(cells);
+            rows.push(row);
         }
         eprintln!("done: {}", w.name);
     }
     print_table(
         &format!(
-            "fs: {} MiB file, {} x {:.1} s rounds (median); last column = uring / row",
+            "fs: {} MiB file, {} x {:.1} s rounds (median); uring/this = uring's figure / the row's",
             cfg.size >> 20,
             cfg.rounds,
             cfg.secs
         ),
-        &["workload", "engine", "IOPS", "MiB/s", "uring/this"],
+        &[
+            "workload",
+            "engine",
+            "IOPS",
+            "MiB/s",
+            "IOPS per CPU-s",
+            "uring/this IOPS",
+            "uring/this per CPU",
+        ],
         &rows,
     );
     if !fio {
