@@ -22,6 +22,8 @@ use std::path::Path;
 ///     let f = File::create(&path).await?;
 ///     let (res, _) = f.write_all_at(b"hello".to_vec(), 0).await;
 ///     res?;
+///     f.close().await?;
+///     let f = File::open(&path).await?;
 ///     let (res, buf) = f.read_at(Vec::with_capacity(16), 0).await;
 ///     assert_eq!(res?, 5);
 ///     assert_eq!(buf, b"hello");

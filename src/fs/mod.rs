@@ -15,7 +15,7 @@
 //! | [`rename`] | `RENAMEAT` | `renameat(2)` before 5.11 |
 //! | [`create_dir`], [`create_dir_all`] | `MKDIRAT` | `mkdirat(2)` before 5.15 |
 //! | [`hard_link`], [`symlink`] | `LINKAT`, `SYMLINKAT` | `linkat(2)`, `symlinkat(2)` before 5.15 |
-//! | [`read`], [`write`], [`copy`] | the above | |
+//! | [`read`], [`write()`], [`copy`] | the above | |
 //!
 //! Which opcodes the kernel offers is probed once per process (`IORING_REGISTER_PROBE`). Two
 //! things have no io_uring op at all and use the plain syscall: [`copy`] sets the destination's
