@@ -114,6 +114,11 @@ impl AlignedBuf {
         self.ptr.as_ptr()
     }
 
+    /// The address of the first byte, for writing.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     /// Forgets the initialized bytes (for reuse as a read buffer).
     pub fn clear(&mut self) {
         self.len = 0;

@@ -338,6 +338,99 @@ fn run_uring_futures(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64
     })
 }
 
+/// Ops per second of a bare io_uring loop with no runtime (the `io-uring` crate directly, the
+/// same ring flags as uring's driver): `depth` reads or writes in flight, all completions reaped
+/// and resubmitted in one `io_uring_enter` per batch. The ceiling any runtime can reach.
+fn run_raw_ring(path: &Path, cfg: &Config, w: &Workload, round: u64, registered: bool) -> f64 {
+    use io_uring::{opcode, types, IoUring};
+    use std::os::fd::AsRawFd;
+    let mut ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_submit_all()
+        .setup_cqsize(4 * w.depth as u32)
+        .build(w.depth.next_power_of_two() as u32)
+        .expect("io_uring");
+    let file = open_std(path, w);
+    let fd = types::Fd(file.as_raw_fd());
+    let mut offs = Offsets::new(cfg.size, w, round * 1000 + 1, Rc::new(Cell::new(0)));
+    let mut bufs: Vec<AlignedBuf> = (0..w.depth).map(|_| AlignedBuf::zeroed(w.block)).collect();
+    if registered {
+        let iovecs: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.capacity(),
+            })
+            .collect();
+        ring.submitter()
+            .register_files(&[file.as_raw_fd()])
+            .expect("register file");
+        // SAFETY: the registered buffers stay alive and in place until the ring (which holds
+        // the registration) is dropped: the function drops `ring` before `bufs`.
+        unsafe { ring.submitter().register_buffers(&iovecs) }.expect("register buffers");
+    }
+    let mut entry = |i: usize, offs: &mut Offsets, bufs: &mut [AlignedBuf]| {
+        let ptr = bufs[i].as_mut_ptr();
+        let e = if registered {
+            let fixed = types::Fixed(0);
+            if w.write {
+                opcode::WriteFixed::new(fixed, ptr, w.block as u32, i as u16)
+                    .offset(offs.next())
+                    .build()
+            } else {
+                opcode::ReadFixed::new(fixed, ptr, w.block as u32, i as u16)
+                    .offset(offs.next())
+                    .build()
+            }
+        } else if w.write {
+            opcode::Write::new(fd, ptr, w.block as u32)
+                .offset(offs.next())
+                .build()
+        } else {
+            opcode::Read::new(fd, ptr, w.block as u32)
+                .offset(offs.next())
+                .build()
+        };
+        e.user_data(i as u64)
+    };
+    for i in 0..w.depth {
+        let e = entry(i, &mut offs, &mut bufs);
+        // SAFETY: the buffer lives in `bufs` until the loop has reaped every completion.
+        unsafe { ring.submission().push(&e).expect("sq has room") };
+    }
+    let mut done = 0u64;
+    let mut live = w.depth;
+    let mut deadline = Deadline::new(cfg.secs);
+    let mut stop = false;
+    let start = Instant::now();
+    let mut ready: Vec<(usize, i32)> = Vec::with_capacity(w.depth);
+    while live > 0 {
+        ring.submit_and_wait(1).expect("io_uring_enter");
+        ready.extend(
+            ring.completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        for (i, res) in ready.drain(..) {
+            assert_eq!(res, w.block as i32, "raw ring op");
+            done += 1;
+            stop = stop || deadline.passed();
+            if stop {
+                live -= 1;
+            } else {
+                let e = entry(i, &mut offs, &mut bufs);
+                // SAFETY: as above; the SQ has room for every completion reaped.
+                unsafe { ring.submission().push(&e).expect("sq has room") };
+            }
+        }
+    }
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    // The ring goes first: it holds the registered buffers.
+    drop(ring);
+    drop(bufs);
+    rate
+}
+
 fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -631,6 +724,18 @@ pub fn run(args: &[String]) {
             engines.push((
                 "uring (QD futures, 1 task)",
                 Box::new(|r| Some(with_cpu(|| run_uring_futures(&path, &cfg, w, r)))),
+            ));
+        }
+        if want("raw") {
+            engines.push((
+                "bare io_uring loop, no runtime",
+                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, &cfg, w, r, false)))),
+            ));
+        }
+        if want("raw-fixed") {
+            engines.push((
+                "bare io_uring loop, fixed file+bufs",
+                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, &cfg, w, r, true)))),
             ));
         }
         if !w.direct && want("tokio-fs") {
