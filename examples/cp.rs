@@ -333,6 +333,41 @@ async fn plan(
     Ok(())
 }
 
+/// Copying a directory into itself would walk the copy as it grows: refuse, as cp(1) does.
+fn refuse_copy_into_itself(src: &Path, dst: &Path) -> Result<(), String> {
+    let Ok(src) = src.canonicalize() else {
+        return Ok(()); // plan() reports the missing source
+    };
+    // The destination may not exist yet: canonicalize its nearest existing ancestor.
+    let mut existing = dst.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+            }
+            _ => return Ok(()),
+        }
+    }
+    let mut full = existing
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dst.display()))?;
+    full.extend(rest.iter().rev());
+    if full == src || (full.starts_with(&src) && src.is_dir()) {
+        return Err(format!(
+            "cannot copy {} into itself ({})",
+            src.display(),
+            full.display()
+        ));
+    }
+    Ok(())
+}
+
 fn is_terminal(fd: i32) -> bool {
     // SAFETY: isatty only inspects the fd number.
     unsafe { libc::isatty(fd) == 1 }
@@ -367,6 +402,7 @@ async fn copy_all(args: Args) -> Result<(u64, u64, Duration), String> {
             dst = dst.join(name);
         }
     }
+    refuse_copy_into_itself(&args.src, &dst)?;
     let start = Instant::now();
     let mut jobs = Vec::new();
     let mut dirs = Vec::new();

@@ -296,10 +296,7 @@ fn write_to_full_tmpfs_fails_cleanly() {
     );
     eprintln!(
         "{}",
-        stdout
-            .lines()
-            .find(|l| l.contains("CHILD"))
-            .unwrap_or("")
+        stdout.lines().find(|l| l.contains("CHILD")).unwrap_or("")
     );
 }
 
@@ -382,13 +379,9 @@ fn file_round_trips() {
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EBADF));
 
         // close, into_std, from_std, AsFd
-        let fds_before = uring_tests::open_fds();
+        assert_eq!(fds_open_on(&p), 2, "f and read_only are open");
         read_only.close().await.unwrap();
-        assert_eq!(
-            uring_tests::open_fds(),
-            fds_before - 1,
-            "close released the fd"
-        );
+        assert_eq!(fds_open_on(&p), 1, "close released the fd");
         let std_file = f.into_std().unwrap();
         assert_eq!(std_file.metadata().unwrap().len(), 1 << 20);
         let f = File::from_std(std_file);
@@ -412,6 +405,16 @@ fn file_round_trips() {
         all.len()
     });
     assert_eq!(checks, (1 << 20) + 3);
+}
+
+/// How many of this process's fds are open on `path` (robust against other tests opening and
+/// closing their own fds in parallel).
+fn fds_open_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
 }
 
 fn umask() -> u32 {
@@ -577,17 +580,22 @@ fn cp_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let cp = profile_dir.join("examples/cp");
-    if !cp.exists() {
-        // `cargo test --workspace` builds examples; `cargo test -p uring-tests` does not.
+    // `cargo test --workspace` builds the examples, but `cargo test -p uring-tests` does not
+    // (and would leave a stale binary): under cargo, ask it to bring the example up to date
+    // (a no-op when it is). Tests racing here wait on cargo's build lock.
+    if let Ok(cargo) = std::env::var("CARGO") {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "-p", "uring", "--example", "cp"]);
+        cmd.args(["build", "--quiet", "-p", "uring", "--example", "cp"]);
         if release {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("run cargo to build the cp example");
-        assert!(status.success(), "building examples/cp failed");
+        let out = cmd.output().expect("run cargo to build the cp example");
+        assert!(
+            out.status.success(),
+            "building examples/cp failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(cp.exists(), "{} missing", cp.display());
     cp
@@ -698,4 +706,17 @@ fn cp_reports_errors_with_nonzero_exit() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot create"));
+    // A directory into itself, and a file onto itself, are refused (and the file survives).
+    std::fs::create_dir(dir.path("tree")).unwrap();
+    for (from, to) in [("tree", "tree/sub"), ("src", "src")] {
+        let out = std::process::Command::new(&cp)
+            .arg(dir.path(from))
+            .arg(dir.path(to))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{from} -> {to}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("into itself"));
+    }
+    assert_eq!(std::fs::read(dir.path("src")).unwrap(), b"x");
+    assert!(!dir.path("tree/sub").exists());
 }

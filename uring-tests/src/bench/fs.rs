@@ -339,16 +339,23 @@ fn run_uring_futures(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64
 }
 
 /// Ops per second of a bare io_uring loop with no runtime (the `io-uring` crate directly, the
-/// same ring flags as uring's driver): `depth` reads or writes in flight, all completions reaped
+/// same ring flags as uring's driver, or others with `URING_BENCH_RAW_SETUP=plain|coop`): `depth` reads or writes in flight, all completions reaped
 /// and resubmitted in one `io_uring_enter` per batch. The ceiling any runtime can reach.
 fn run_raw_ring(path: &Path, cfg: &Config, w: &Workload, round: u64, registered: bool) -> f64 {
     use io_uring::{opcode, types, IoUring};
     use std::os::fd::AsRawFd;
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_submit_all()
-        .setup_cqsize(4 * w.depth as u32)
+    let mut builder = IoUring::builder();
+    builder.setup_submit_all().setup_cqsize(4 * w.depth as u32);
+    match std::env::var("URING_BENCH_RAW_SETUP").as_deref() {
+        Ok("plain") => {}
+        Ok("coop") => {
+            builder.setup_coop_taskrun().setup_taskrun_flag();
+        }
+        _ => {
+            builder.setup_single_issuer().setup_defer_taskrun();
+        }
+    }
+    let mut ring: IoUring = builder
         .build(w.depth.next_power_of_two() as u32)
         .expect("io_uring");
     let file = open_std(path, w);
@@ -405,8 +412,14 @@ fn run_raw_ring(path: &Path, cfg: &Config, w: &Workload, round: u64, registered:
     let mut stop = false;
     let start = Instant::now();
     let mut ready: Vec<(usize, i32)> = Vec::with_capacity(w.depth);
+    // How many completions each enter waits for (1 unless URING_BENCH_RAW_WAIT says more).
+    let wait_for: usize = std::env::var("URING_BENCH_RAW_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     while live > 0 {
-        ring.submit_and_wait(1).expect("io_uring_enter");
+        ring.submit_and_wait(wait_for.min(live))
+            .expect("io_uring_enter");
         ready.extend(
             ring.completion()
                 .map(|c| (c.user_data() as usize, c.result())),
@@ -804,12 +817,15 @@ pub fn run(args: &[String]) {
                     "-".into(),
                 ],
             };
-            let engine = if *engine == "std pread loop, 1 thread" && w.write {
-                "std pwrite loop, 1 thread"
-            } else {
+            // The engines' names say "read"; for the write workload they write.
+            let engine = if w.write {
                 engine
+                    .replace("pread", "pwrite")
+                    .replace("seek+read", "seek+write_all")
+            } else {
+                engine.to_string()
             };
-            let mut row = vec![w.name.to_string(), engine.to_string()];
+            let mut row = vec![w.name.to_string(), engine];
             row.extend(cells);
             rows.push(row);
         }
