@@ -435,19 +435,15 @@ mod tests {
 
     #[test]
     fn ftruncate_fallback_works() {
-        let f = std::fs::File::from(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(std::env::temp_dir().join(format!("uring-ftr-{}", std::process::id())))
-                .unwrap(),
-        );
-        std::fs::remove_file(
-            std::env::temp_dir().join(format!("uring-ftr-{}", std::process::id())),
-        )
-        .unwrap();
+        let path = std::env::temp_dir().join(format!("uring-ftr-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
         ftruncate_syscall(f.as_raw_fd(), 12345).unwrap();
         assert_eq!(f.metadata().unwrap().len(), 12345);
     }

@@ -377,7 +377,7 @@ fn run_raw_ring(path: &Path, cfg: &Config, w: &Workload, round: u64, registered:
         // the registration) is dropped: the function drops `ring` before `bufs`.
         unsafe { ring.submitter().register_buffers(&iovecs) }.expect("register buffers");
     }
-    let mut entry = |i: usize, offs: &mut Offsets, bufs: &mut [AlignedBuf]| {
+    let entry = |i: usize, offs: &mut Offsets, bufs: &mut [AlignedBuf]| {
         let ptr = bufs[i].as_mut_ptr();
         let e = if registered {
             let fixed = types::Fixed(0);
