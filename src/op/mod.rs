@@ -33,6 +33,7 @@ pub(crate) unsafe trait OpCode: 'static {
 }
 
 /// Converts a completion's result into an `io::Result`.
+pub(crate) mod fs;
 pub(crate) mod net;
 pub(crate) mod rw;
 
