@@ -400,6 +400,9 @@ impl<F: Future + 'static> Task<F> {
     }
 }
 
+/// Ties a `JoinHandle` to its output type, and keeps it `!Send` (a task belongs to its thread).
+type OutputMarker<T> = PhantomData<(fn() -> T, Rc<()>)>;
+
 /// An owned permission to await a spawned task's output.
 ///
 /// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked or was aborted.
@@ -415,7 +418,7 @@ impl<F: Future + 'static> Task<F> {
 pub struct JoinHandle<T> {
     /// One pointer wide, like the task references in the run queue.
     task: TaskRef,
-    _output: PhantomData<(fn() -> T, Rc<()>)>,
+    _output: OutputMarker<T>,
 }
 
 impl<T> JoinHandle<T> {

@@ -218,7 +218,7 @@ impl Deadline {
 
     fn passed(&mut self) -> bool {
         self.n = self.n.wrapping_add(1);
-        self.n % 32 == 0 && Instant::now() >= self.end
+        self.n.is_multiple_of(32) && Instant::now() >= self.end
     }
 }
 
