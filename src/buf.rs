@@ -229,7 +229,9 @@ impl<T: IoBuf> std::ops::Deref for Slice<T> {
     fn deref(&self) -> &[u8] {
         let init = self.buf.bytes_init().clamp(self.begin, self.end);
         // SAFETY: `begin..init` lies within the initialized part of the buffer (IoBuf contract).
-        unsafe { std::slice::from_raw_parts(self.buf.stable_ptr().add(self.begin), init - self.begin) }
+        unsafe {
+            std::slice::from_raw_parts(self.buf.stable_ptr().add(self.begin), init - self.begin)
+        }
     }
 }
 
@@ -255,11 +257,11 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
         unsafe { self.buf.stable_mut_ptr().add(self.begin) }
     }
     unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: the caller guarantees `pos` bytes from `begin` are initialized; the bytes before
-        // `begin` must already be initialized for the underlying buffer to count them, which a
-        // read into a slice whose begin lies beyond the initialized length cannot promise, so we
-        // only grow the initialized length when the view starts within it.
+        // Only when the view starts within the initialized part: otherwise the bytes between
+        // the initialized length and `begin` are not initialized and cannot be counted.
         if self.begin <= self.buf.bytes_init() {
+            // SAFETY: the caller guarantees `pos` bytes from `begin` are initialized, and the
+            // bytes before `begin` already are (checked above).
             unsafe { self.buf.set_init(self.begin + pos) };
         }
     }

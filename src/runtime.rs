@@ -11,9 +11,8 @@
 //! ```
 
 use crate::driver::{Driver, DriverStats, RingSetup};
-use crate::task::{self, JoinHandle, Notified, Runnable};
+use crate::task::{self, JoinHandle, OwnedTasks, TaskRef};
 use crate::time::Timers;
-use slab::Slab;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -21,20 +20,30 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 thread_local! {
-    static CURRENT: RefCell<Option<Rc<Handle>>> = const { RefCell::new(None) };
+    /// The runtime running on this thread. An `Enter` guard holds a strong count of it for as
+    /// long as it is set, so the pointer is valid whenever it is not null. A plain `Cell` of a
+    /// pointer needs no destructor, which makes this the cheapest kind of thread-local to read:
+    /// every wake and every op submission reads it.
+    static CURRENT: Cell<*const Handle> = const { Cell::new(std::ptr::null()) };
 }
 
-static NEXT_RUNTIME_ID: AtomicUsize = AtomicUsize::new(1);
+/// Runs `f` with the current runtime's handle, if there is one.
+fn with_current<R>(f: impl FnOnce(Option<&Handle>) -> R) -> R {
+    let ptr = CURRENT.with(|c| c.get());
+    // SAFETY: a non-null CURRENT points to a Handle kept alive by the `Enter` guard that set it,
+    // which outlives this call (guards are dropped in reverse order of creation on this thread).
+    f(unsafe { ptr.as_ref() })
+}
 
 /// The part of a runtime that other threads reach through wakers.
 pub(crate) struct Remote {
-    queue: Mutex<Vec<Notified>>,
+    queue: Mutex<Vec<TaskRef>>,
     /// Something is in `queue`, or the main future was woken from another thread.
     pending: AtomicBool,
     /// An eventfd write is on its way and not yet consumed by the loop.
@@ -45,7 +54,7 @@ pub(crate) struct Remote {
 }
 
 impl Remote {
-    fn push(&self, task: Notified) {
+    pub(crate) fn push(&self, task: TaskRef) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if self.closed.load(Ordering::Acquire) {
@@ -76,29 +85,41 @@ impl Remote {
     }
 }
 
-/// Queues a woken task on its runtime: directly when on that runtime's thread, through the remote
-/// queue (and a wake of the loop) otherwise.
-pub(crate) fn schedule(owner: usize, remote: &Arc<Remote>, task: Notified) {
-    let task = CURRENT.with(|c| match &*c.borrow() {
-        Some(h) if h.id == owner => {
-            h.queue.borrow_mut().push_back(task.0);
+/// Queues a woken task on the local run queue if this thread runs the task's runtime; otherwise
+/// gives the task back for the remote queue.
+pub(crate) fn schedule_local(task: TaskRef) -> Option<TaskRef> {
+    with_current(|h| match h {
+        Some(h) if h.id == task.runtime() => {
+            h.queue.borrow_mut().push_back(task);
             None
         }
         _ => Some(task),
-    });
-    if let Some(task) = task {
-        remote.push(task);
-    }
+    })
+}
+
+/// Every live runtime's remote part, by id: how a waker on another thread finds the queue of the
+/// task's runtime without each task carrying an `Arc` (which would cost every spawn an atomic
+/// increment and 8 bytes).
+static REMOTES: Mutex<Vec<(u32, Arc<Remote>)>> = Mutex::new(Vec::new());
+static NEXT_RUNTIME_ID: AtomicU32 = AtomicU32::new(1);
+
+/// The remote part of runtime `id`, if it is still running.
+pub(crate) fn remote_of(id: u32) -> Option<Arc<Remote>> {
+    let remotes = REMOTES.lock().unwrap_or_else(|p| p.into_inner());
+    remotes
+        .iter()
+        .find(|(i, _)| *i == id)
+        .map(|(_, r)| r.clone())
 }
 
 /// A runtime's state, shared by everything running on it through the thread-local context.
 pub(crate) struct Handle {
-    pub(crate) id: usize,
+    pub(crate) id: u32,
     pub(crate) driver: RefCell<Driver>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) remote: Arc<Remote>,
-    queue: RefCell<VecDeque<Arc<dyn Runnable>>>,
-    owned: RefCell<Slab<Arc<dyn Runnable>>>,
+    queue: RefCell<VecDeque<TaskRef>>,
+    pub(crate) owned: OwnedTasks,
 }
 
 impl Handle {
@@ -108,34 +129,27 @@ impl Handle {
     ///
     /// Outside a runtime.
     pub(crate) fn current() -> Rc<Handle> {
-        CURRENT.with(|c| c.borrow().clone()).unwrap_or_else(|| {
+        let ptr = CURRENT.with(|c| c.get());
+        if ptr.is_null() {
             panic!(
                 "this must be called from within a uring runtime \
                  (inside uring::run or Runtime::block_on)"
-            )
-        })
+            );
+        }
+        // SAFETY: a non-null CURRENT came from `Rc::as_ptr` of a Handle whose `Enter` guard
+        // holds a strong count; we add one for the Rc we return.
+        unsafe {
+            Rc::increment_strong_count(ptr);
+            Rc::from_raw(ptr)
+        }
     }
 
     /// Runs `f` with the current runtime's handle, if there is one.
     pub(crate) fn try_with<R>(f: impl FnOnce(&Handle) -> R) -> Option<R> {
-        CURRENT.with(|c| c.borrow().as_deref().map(f))
+        with_current(|h| h.map(f))
     }
 
-    pub(crate) fn next_owned_key(&self) -> usize {
-        self.owned.borrow().vacant_key()
-    }
-
-    pub(crate) fn insert_owned(&self, key: usize, task: Arc<dyn Runnable>) {
-        let inserted = self.owned.borrow_mut().insert(task);
-        debug_assert_eq!(inserted, key);
-    }
-
-    pub(crate) fn remove_owned(&self, key: usize) {
-        let task = self.owned.borrow_mut().try_remove(key);
-        drop(task);
-    }
-
-    pub(crate) fn push_local(&self, task: Arc<dyn Runnable>) {
+    pub(crate) fn push_local(&self, task: TaskRef) {
         self.queue.borrow_mut().push_back(task);
     }
 
@@ -143,12 +157,14 @@ impl Handle {
     fn run_ready(&self) -> bool {
         if self.remote.pending.load(Ordering::Acquire) {
             self.remote.pending.store(false, Ordering::Release);
-            let remote: Vec<Notified> =
+            let remote: Vec<TaskRef> =
                 std::mem::take(&mut *self.remote.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            let mut q = self.queue.borrow_mut();
-            q.extend(remote.into_iter().map(|n| n.0));
+            self.queue.borrow_mut().extend(remote);
         }
-        let budget = self.queue.borrow().len();
+        // At least as many polls as tasks were ready at the start, and at least 61 (tokio's
+        // event interval): tasks woken by the ones running now run in the same turn instead of
+        // paying a loop turn each, while I/O completions are still reaped every 61 polls or so.
+        let budget = self.queue.borrow().len().max(61);
         for _ in 0..budget {
             let Some(task) = self.queue.borrow_mut().pop_front() else {
                 break;
@@ -160,8 +176,10 @@ impl Handle {
 
     /// Drops every task's future, including those spawned by futures being dropped.
     fn shut_down_tasks(&self) {
+        // Tasks that never returned Pending are not in the owned list yet: they are queued.
         loop {
-            let tasks: Vec<Arc<dyn Runnable>> = self.owned.borrow_mut().drain().collect();
+            let mut tasks: Vec<TaskRef> = self.owned.drain();
+            tasks.extend(self.queue.borrow_mut().drain(..));
             if tasks.is_empty() {
                 break;
             }
@@ -169,42 +187,43 @@ impl Handle {
                 t.shut_down();
             }
         }
-        let queued: Vec<_> = self.queue.borrow_mut().drain(..).collect();
-        drop(queued);
     }
 }
 
-/// Sets the thread's current runtime for the guard's lifetime.
+/// Sets the thread's current runtime for the guard's lifetime, holding a strong count of it.
 struct Enter {
-    previous: Option<Rc<Handle>>,
+    mine: Rc<Handle>,
+    previous: *const Handle,
 }
 
 impl Enter {
     fn new(handle: &Rc<Handle>, nested_ok: bool) -> Enter {
-        let previous = CURRENT.with(|c| c.borrow_mut().replace(handle.clone()));
-        if previous.is_some() && !nested_ok {
-            CURRENT.with(|c| *c.borrow_mut() = previous);
+        let previous = CURRENT.with(|c| c.get());
+        if !previous.is_null() && !nested_ok {
             panic!(
                 "cannot start a uring runtime from within a runtime: \
                  block_on was called inside uring::run or Runtime::block_on"
             );
         }
-        Enter { previous }
+        CURRENT.with(|c| c.set(Rc::as_ptr(handle)));
+        Enter {
+            mine: handle.clone(),
+            previous,
+        }
     }
 }
 
 impl Drop for Enter {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        let mine = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous));
-        drop(mine);
+        // The previous runtime's guard is further up this thread's stack, still alive.
+        CURRENT.with(|c| c.set(self.previous));
+        let _ = &self.mine;
     }
 }
 
 /// Wakes the future given to `block_on`.
 struct MainWake {
     woken: AtomicBool,
-    owner: usize,
     remote: Arc<Remote>,
 }
 
@@ -215,7 +234,7 @@ impl Wake for MainWake {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        let here = Handle::try_with(|h| h.id == self.owner).unwrap_or(false);
+        let here = Handle::try_with(|h| Arc::ptr_eq(&h.remote, &self.remote)).unwrap_or(false);
         if !here {
             self.remote.pending.store(true, Ordering::Release);
             self.remote.notify();
@@ -285,14 +304,19 @@ impl Builder {
             closed: AtomicBool::new(false),
             eventfd,
         });
+        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
+        REMOTES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, remote.clone()));
         Ok(Runtime {
             handle: Rc::new(Handle {
-                id: NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed),
+                id,
                 driver: RefCell::new(driver),
                 timers: RefCell::new(Timers::default()),
                 remote,
                 queue: RefCell::new(VecDeque::with_capacity(64)),
-                owned: RefCell::new(Slab::with_capacity(64)),
+                owned: OwnedTasks::default(),
             }),
         })
     }
@@ -336,7 +360,6 @@ impl Runtime {
         let handle = &*self.handle;
         let main = Arc::new(MainWake {
             woken: AtomicBool::new(true),
-            owner: handle.id,
             remote: handle.remote.clone(),
         });
         let waker = Waker::from(main.clone());
@@ -344,9 +367,9 @@ impl Runtime {
         let mut fut = pin!(fut);
         let mut wakers: Vec<Waker> = Vec::with_capacity(64);
         let mut orphans = Vec::new();
-        let now_cache = Cell::new(None::<Instant>);
         loop {
-            if main.woken.swap(false, Ordering::AcqRel) {
+            // A load first: the swap is a locked instruction, and most turns find no wake.
+            if main.woken.load(Ordering::Acquire) && main.woken.swap(false, Ordering::AcqRel) {
                 if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
                     return out;
                 }
@@ -358,9 +381,7 @@ impl Runtime {
             let timeout = if busy {
                 None
             } else {
-                let now = Instant::now();
-                now_cache.set(Some(now));
-                handle.timers.borrow_mut().next_timeout(now)
+                handle.timers.borrow_mut().next_timeout(Instant::now())
             };
             let turned = handle
                 .driver
@@ -377,7 +398,9 @@ impl Runtime {
                 let mut d = handle.driver.borrow_mut();
                 let woke = std::mem::take(&mut d.woken_remotely);
                 if woke {
-                    handle.remote.notified.store(false, Ordering::Release);
+                    // A swap, not a store: it synchronizes with the waker's swap that saw `true`,
+                    // so the `pending` flag it set before is visible to the next drain.
+                    handle.remote.notified.swap(false, Ordering::AcqRel);
                     d.arm_wake();
                 }
                 woke
@@ -407,6 +430,10 @@ impl Drop for Runtime {
         self.handle.driver.borrow_mut().shut_down(&mut orphans);
         drop(orphans);
         let remote = &self.handle.remote;
+        REMOTES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _)| *id != self.handle.id);
         let late = {
             let mut q = remote.queue.lock().unwrap_or_else(|p| p.into_inner());
             remote.closed.store(true, Ordering::Release);
@@ -456,7 +483,7 @@ pub fn run<F: Future>(fut: F) -> F::Output {
 /// });
 /// ```
 pub fn spawn<F: Future + 'static>(fut: F) -> JoinHandle<F::Output> {
-    CURRENT.with(|c| match &*c.borrow() {
+    with_current(|h| match h {
         Some(h) => task::spawn_on(h, fut),
         None => panic!(
             "uring::spawn must be called from within a uring runtime \

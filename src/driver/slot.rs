@@ -110,7 +110,11 @@ impl State {
             }
             State::Abandoned(orphan) => {
                 let orphan = Orphan {
-                    data: if c.has_more() { None } else { orphan.data.take() },
+                    data: if c.has_more() {
+                        None
+                    } else {
+                        orphan.data.take()
+                    },
                     returns_fd: orphan.returns_fd,
                 };
                 if c.has_more() {
@@ -121,15 +125,6 @@ impl State {
             }
             // A completion after the final one would be a kernel or driver bug; keep the first.
             State::Completed(_) => Event::Wake(None),
-        }
-    }
-
-    /// Whether the op has posted its final completion and the slot can be taken.
-    pub fn is_final(&self) -> bool {
-        match self {
-            State::Completed(_) => true,
-            State::Streaming { queue, ended, .. } => *ended && queue.is_empty(),
-            _ => false,
         }
     }
 
@@ -181,9 +176,7 @@ mod tests {
     #[test]
     fn single_shot_completes_then_final() {
         let mut s = State::Waiting(None);
-        assert!(!s.is_final());
         assert!(matches!(s.complete(DONE), Event::Wake(None)));
-        assert!(s.is_final());
         assert!(matches!(s, State::Completed(DONE)));
     }
 
@@ -218,7 +211,6 @@ mod tests {
         let mut s = State::Waiting(None);
         s.complete(MORE);
         s.complete(MORE);
-        assert!(!s.is_final());
         s.complete(DONE);
         match &s {
             State::Streaming { queue, ended, .. } => {
@@ -227,7 +219,6 @@ mod tests {
             }
             _ => panic!("expected streaming"),
         }
-        assert!(!s.is_final(), "final only once the queue is drained");
     }
 
     #[test]

@@ -755,11 +755,11 @@ fn unix_datagram_round_trips() {
     });
 }
 
+/// Each proxied connection's outcome: bytes copied each way, or the error.
+type ProxyResults = Rc<RefCell<Vec<io::Result<(u64, u64)>>>>;
+
 /// A minimal proxy built on copy_bidirectional, as examples/proxy.rs does.
-fn spawn_proxy(
-    front: TcpListener,
-    upstream: SocketAddr,
-) -> Rc<RefCell<Vec<io::Result<(u64, u64)>>>> {
+fn spawn_proxy(front: TcpListener, upstream: SocketAddr) -> ProxyResults {
     let results = Rc::new(RefCell::new(Vec::new()));
     let out = results.clone();
     uring::spawn(async move {
