@@ -229,7 +229,9 @@ impl<T: IoBuf> std::ops::Deref for Slice<T> {
     fn deref(&self) -> &[u8] {
         let init = self.buf.bytes_init().clamp(self.begin, self.end);
         // SAFETY: `begin..init` lies within the initialized part of the buffer (IoBuf contract).
-        unsafe { std::slice::from_raw_parts(self.buf.stable_ptr().add(self.begin), init - self.begin) }
+        unsafe {
+            std::slice::from_raw_parts(self.buf.stable_ptr().add(self.begin), init - self.begin)
+        }
     }
 }
 

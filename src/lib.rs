@@ -27,11 +27,11 @@
 compile_error!("uring runs on Linux only: it is built on io_uring");
 
 pub mod buf;
+mod driver;
+mod fd;
 pub mod fs;
 pub mod io;
 pub mod net;
-mod driver;
-mod fd;
 mod op;
 mod runtime;
 mod task;

@@ -2,22 +2,23 @@
 //!
 //! A task is one `Arc` allocation holding a small header (atomics, so its waker is `Send + Sync`)
 //! and cells that only the owning runtime thread touches (the future, its output, the join
-//! waker, the owned-list links). INV-task: a task's future and output are created, polled and dropped only on its
+//! waker). INV-task: a task's future and output are created, polled and dropped only on its
 //! runtime's thread; when the runtime shuts down it drops every future first, so a reference
 //! that another thread drops last releases nothing but the header.
 
-use crate::runtime::{Handle, Remote};
+use crate::runtime::Handle;
+use slab::Slab;
 use std::any::Any;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{RefCell, UnsafeCell};
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
@@ -52,14 +53,17 @@ impl TaskRef {
     /// the remote queue (waking the loop) otherwise.
     fn schedule(self) {
         if let Some(task) = crate::runtime::schedule_local(self) {
-            let remote = task.header().remote.clone();
-            remote.push(task);
+            match crate::runtime::remote_of(task.header().runtime) {
+                Some(remote) => remote.push(task),
+                // The runtime is gone: it dropped the future already (INV-task).
+                None => drop(task),
+            }
         }
     }
 
-    /// The runtime the task belongs to, as the identity of its remote part.
-    pub(crate) fn remote_ptr(&self) -> *const Remote {
-        Arc::as_ptr(&self.header().remote)
+    /// The id of the runtime the task belongs to.
+    pub(crate) fn runtime(&self) -> u32 {
+        self.header().runtime
     }
 }
 
@@ -73,8 +77,8 @@ impl Drop for TaskRef {
 const COMPLETE: u8 = 1;
 const CANCELLED: u8 = 2;
 const JOIN_DROPPED: u8 = 4;
-/// In the runtime's owned list. Only changed on the runtime thread.
-const LINKED: u8 = 8;
+/// In the runtime's owned table. Only changed on the runtime thread.
+const OWNED: u8 = 8;
 
 struct TaskVTable {
     run: unsafe fn(NonNull<Header>, &Handle),
@@ -86,94 +90,64 @@ struct TaskVTable {
     detach: unsafe fn(NonNull<Header>),
 }
 
-/// The part of a task every thread may touch: atomics and the runtime's remote queue.
+/// The part of a task every thread may touch: atomics and the runtime's id.
 #[repr(C)]
 struct Header {
     scheduled: AtomicBool,
     flags: AtomicU8,
+    /// The runtime the task belongs to (see `runtime::remote_of` for waking it from elsewhere).
+    runtime: u32,
+    /// The task's key in the runtime's owned table, valid while `OWNED` is set. Only touched on
+    /// the runtime thread; an atomic so the header stays `Sync` without unsafe.
+    owned_key: AtomicU32,
     vtable: &'static TaskVTable,
-    remote: Arc<Remote>,
-    /// Links in the runtime's list of owned tasks. Runtime thread only (INV-task).
-    links: UnsafeCell<Links>,
-}
-
-/// A task's place in the owned list; `LINKED` in the flags says whether it is in it.
-#[derive(Default)]
-struct Links {
-    prev: Option<NonNull<Header>>,
-    next: Option<NonNull<Header>>,
-}
-
-/// Every unfinished task of a runtime, so shutdown can drop their futures: an intrusive
-/// doubly-linked list through the task headers (no allocation per spawn). The list holds one
-/// strong count per task. Runtime thread only.
-#[derive(Default)]
-pub(crate) struct OwnedTasks {
-    head: Cell<Option<NonNull<Header>>>,
-}
-
-impl OwnedTasks {
-    /// Adds a task, taking over the count `task` holds.
-    fn insert(&self, task: TaskRef) {
-        let ptr = task.0;
-        std::mem::forget(task);
-        let old_head = self.head.get();
-        // SAFETY: INV-task: links are only touched on the runtime thread; the list's count keeps
-        // every linked header alive.
-        unsafe {
-            ptr.as_ref().flags.fetch_or(LINKED, Ordering::Relaxed);
-            let links = &mut *ptr.as_ref().links.get();
-            links.prev = None;
-            links.next = old_head;
-            if let Some(h) = old_head {
-                (*h.as_ref().links.get()).prev = Some(ptr);
-            }
-        }
-        self.head.set(Some(ptr));
-    }
-
-    /// Unlinks a task and returns the list's count of it, if it was linked.
-    fn remove(&self, ptr: NonNull<Header>) -> Option<TaskRef> {
-        // SAFETY: INV-task; `ptr` is alive (the caller holds a count) and its neighbours are kept
-        // alive by the list's counts.
-        unsafe {
-            if !ptr.as_ref().flag(LINKED) {
-                return None;
-            }
-            ptr.as_ref().flags.fetch_and(!LINKED, Ordering::Relaxed);
-            let links = &mut *ptr.as_ref().links.get();
-            match links.prev {
-                Some(p) => (*p.as_ref().links.get()).next = links.next,
-                None => self.head.set(links.next),
-            }
-            if let Some(n) = links.next {
-                (*n.as_ref().links.get()).prev = links.prev;
-            }
-            *links = Links::default();
-        }
-        Some(TaskRef(ptr))
-    }
-
-    /// Empties the list, handing back its counts.
-    pub(crate) fn drain(&self) -> Vec<TaskRef> {
-        let mut out = Vec::new();
-        while let Some(head) = self.head.get() {
-            out.extend(self.remove(head));
-        }
-        out
-    }
-}
-
-impl Drop for OwnedTasks {
-    fn drop(&mut self) {
-        drop(self.drain());
-    }
 }
 
 impl Header {
     #[inline]
     fn flag(&self, f: u8) -> bool {
         self.flags.load(Ordering::Acquire) & f != 0
+    }
+}
+
+/// Every task of a runtime that has returned `Pending` at least once and not finished yet (the
+/// others are in the run queue), so shutdown can drop their futures. Tasks that finish on their
+/// first poll never enter it. It holds one strong count per task. Runtime thread only.
+#[derive(Default)]
+pub(crate) struct OwnedTasks {
+    tasks: RefCell<Slab<TaskRef>>,
+}
+
+impl OwnedTasks {
+    /// Adds a task, taking over the count `task` holds.
+    fn insert(&self, task: TaskRef) {
+        let header = task.header();
+        let key = self.tasks.borrow().vacant_key();
+        header.owned_key.store(
+            u32::try_from(key).expect("more than 4 billion live tasks"),
+            Ordering::Relaxed,
+        );
+        header.flags.fetch_or(OWNED, Ordering::Relaxed);
+        self.tasks.borrow_mut().insert(task);
+    }
+
+    /// Takes a task out and returns the table's count of it, if it was in.
+    fn remove(&self, header: &Header) -> Option<TaskRef> {
+        if !header.flag(OWNED) {
+            return None;
+        }
+        header.flags.fetch_and(!OWNED, Ordering::Relaxed);
+        let key = header.owned_key.load(Ordering::Relaxed) as usize;
+        self.tasks.borrow_mut().try_remove(key)
+    }
+
+    /// Empties the table, handing back its counts.
+    pub(crate) fn drain(&self) -> Vec<TaskRef> {
+        let tasks: Vec<TaskRef> = self.tasks.borrow_mut().drain().collect();
+        for t in &tasks {
+            t.header().flags.fetch_and(!OWNED, Ordering::Relaxed);
+        }
+        tasks
     }
 }
 
@@ -310,7 +284,7 @@ impl<F: Future + 'static> Task<F> {
     }
 
     /// Records the task's result and wakes its joiner. Runtime thread only.
-    fn finish(&self, ptr: NonNull<Header>, handle: &Handle, result: Result<F::Output, JoinError>) {
+    fn finish(&self, handle: &Handle, result: Result<F::Output, JoinError>) {
         // SAFETY: INV-task; the future is not being polled (we are past its poll).
         let stage = unsafe { &mut *self.stage.get() };
         let (next, detached_output) = if self.flag(JOIN_DROPPED) {
@@ -320,7 +294,7 @@ impl<F: Future + 'static> Task<F> {
         };
         let old = std::mem::replace(stage, next);
         self.header.flags.fetch_or(COMPLETE, Ordering::AcqRel);
-        let owned = handle.owned.remove(ptr);
+        let owned = handle.owned.remove(&self.header);
         // SAFETY: INV-task; `join_waker` is only touched on this thread, never across a poll.
         let waker = unsafe { (*self.join_waker.get()).take() };
         // The future (and a detached task's output) are dropped here, outside any borrow of the
@@ -349,7 +323,7 @@ impl<F: Future + 'static> Task<F> {
                 Ok(()) => JoinError::cancelled(),
                 Err(p) => JoinError::panicked(p),
             };
-            self.finish(ptr, handle, Err(err));
+            self.finish(handle, Err(err));
             return;
         }
         // A waker that borrows the run queue's count instead of taking one: no refcount traffic
@@ -370,9 +344,18 @@ impl<F: Future + 'static> Task<F> {
         // while running; it is dropped in place (replaced) when it finishes.
         let fut = unsafe { Pin::new_unchecked(fut) };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx))) {
-            Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(out)) => self.finish(ptr, handle, Ok(out)),
-            Err(panic) => self.finish(ptr, handle, Err(JoinError::panicked(panic))),
+            Ok(Poll::Pending) => {
+                // Only tasks that outlive their first poll join the owned list (for shutdown);
+                // the many that finish at once never touch it. Until then a task is in the run
+                // queue, which shutdown drains too.
+                if !self.flag(OWNED) {
+                    // SAFETY: adds the list's count from the live one the caller's TaskRef holds.
+                    unsafe { Arc::increment_strong_count(ptr.as_ptr() as *const Self) };
+                    handle.owned.insert(TaskRef(ptr));
+                }
+            }
+            Ok(Poll::Ready(out)) => self.finish(handle, Ok(out)),
+            Err(panic) => self.finish(handle, Err(JoinError::panicked(panic))),
         }
     }
 
@@ -417,6 +400,9 @@ impl<F: Future + 'static> Task<F> {
     }
 }
 
+/// Ties a `JoinHandle` to its output type, and keeps it `!Send` (a task belongs to its thread).
+type OutputMarker<T> = PhantomData<(fn() -> T, Rc<()>)>;
+
 /// An owned permission to await a spawned task's output.
 ///
 /// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked or was aborted.
@@ -432,7 +418,7 @@ impl<F: Future + 'static> Task<F> {
 pub struct JoinHandle<T> {
     /// One pointer wide, like the task references in the run queue.
     task: TaskRef,
-    _output: PhantomData<(fn() -> T, Rc<()>)>,
+    _output: OutputMarker<T>,
 }
 
 impl<T> JoinHandle<T> {
@@ -515,7 +501,9 @@ impl JoinError {
     ///
     /// If the error is not a panic.
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
-        *self.panic.expect("JoinError::into_panic on a cancelled task")
+        *self
+            .panic
+            .expect("JoinError::into_panic on a cancelled task")
     }
 
     fn message(&self) -> String {
@@ -563,13 +551,12 @@ where
             scheduled: AtomicBool::new(true),
             flags: AtomicU8::new(0),
             vtable: &Task::<F>::TASK_VTABLE,
-            remote: handle.remote.clone(),
-            links: UnsafeCell::new(Links::default()),
+            runtime: handle.id,
+            owned_key: AtomicU32::new(0),
         },
         stage: UnsafeCell::new(Stage::Running(fut)),
         join_waker: UnsafeCell::new(None),
     });
-    handle.owned.insert(Task::into_task_ref(task.clone()));
     handle.push_local(Task::into_task_ref(task.clone()));
     JoinHandle {
         task: Task::into_task_ref(task),

@@ -37,7 +37,7 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    fn insert(&mut self, deadline: Instant, waker: Waker) -> usize {
+    fn insert(&mut self, deadline: Instant, waker: Waker) -> (usize, u64) {
         self.seq += 1;
         let seq = self.seq;
         let key = self.entries.insert(TimerEntry {
@@ -47,12 +47,19 @@ impl Timers {
             fired: false,
         });
         self.heap.push(Reverse((deadline, seq, key)));
-        key
+        (key, seq)
     }
 
     /// Whether the timer fired; otherwise records the waker.
-    fn poll(&mut self, key: usize, cx: &Context<'_>) -> bool {
-        let e = &mut self.entries[key];
+    ///
+    /// # Panics
+    ///
+    /// If the timer is gone because its runtime shut down.
+    fn poll(&mut self, key: usize, seq: u64, cx: &Context<'_>) -> bool {
+        let e = match self.entries.get_mut(key) {
+            Some(e) if e.seq == seq => e,
+            _ => panic!("a uring sleep was polled after its runtime shut down"),
+        };
         if e.fired {
             return true;
         }
@@ -63,7 +70,11 @@ impl Timers {
         false
     }
 
-    fn remove(&mut self, key: usize) {
+    /// Removes a timer; nothing happens if its runtime already cleared it.
+    fn remove(&mut self, key: usize, seq: u64) {
+        if !self.is_entry(key, seq) {
+            return;
+        }
         let e = self.entries.remove(key);
         drop(e);
         // Removed timers leave stale heap entries; rebuild before they dominate the heap.
@@ -75,6 +86,10 @@ impl Timers {
                 .map(|(k, e)| Reverse((e.deadline, e.seq, k)))
                 .collect();
         }
+    }
+
+    fn is_entry(&self, key: usize, seq: u64) -> bool {
+        matches!(self.entries.get(key), Some(e) if e.seq == seq)
     }
 
     fn is_live(&self, seq: u64, key: usize) -> bool {
@@ -126,7 +141,8 @@ impl Timers {
 /// Dropping it removes its timer.
 pub struct Sleep {
     deadline: Instant,
-    timer: Option<(Rc<Handle>, usize)>,
+    /// The runtime, slot and sequence number of the registered timer.
+    timer: Option<(Rc<Handle>, usize, u64)>,
 }
 
 impl Sleep {
@@ -147,8 +163,8 @@ impl Sleep {
     }
 
     fn unregister(&mut self) {
-        if let Some((handle, key)) = self.timer.take() {
-            handle.timers.borrow_mut().remove(key);
+        if let Some((handle, key, seq)) = self.timer.take() {
+            handle.timers.borrow_mut().remove(key, seq);
         }
     }
 }
@@ -157,8 +173,8 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some((handle, key)) = &self.timer {
-            if handle.timers.borrow_mut().poll(*key, cx) {
+        if let Some((handle, key, seq)) = &self.timer {
+            if handle.timers.borrow_mut().poll(*key, *seq, cx) {
                 self.unregister();
                 return Poll::Ready(());
             }
@@ -168,11 +184,11 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let handle = Handle::current();
-        let key = handle
+        let (key, seq) = handle
             .timers
             .borrow_mut()
             .insert(self.deadline, cx.waker().clone());
-        self.timer = Some((handle, key));
+        self.timer = Some((handle, key, seq));
         Poll::Pending
     }
 }

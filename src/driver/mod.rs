@@ -94,9 +94,13 @@ impl Driver {
         if self.wake_armed || self.shut_down {
             return;
         }
-        let entry = opcode::Read::new(types::Fd(self.wake_fd), &mut *self.wake_buf as *mut u64 as *mut u8, 8)
-            .build()
-            .user_data(WAKE_TAG);
+        let entry = opcode::Read::new(
+            types::Fd(self.wake_fd),
+            &mut *self.wake_buf as *mut u64 as *mut u8,
+            8,
+        )
+        .build()
+        .user_data(WAKE_TAG);
         self.wake_armed = true;
         self.push(entry);
     }
@@ -108,7 +112,9 @@ impl Driver {
     /// After the runtime shut down, no op is accepted.
     pub(crate) fn submit(&mut self, entry: squeue::Entry, waker: Waker) -> io::Result<u64> {
         if self.shut_down {
-            return Err(io::Error::other("the uring runtime this op belongs to has shut down"));
+            return Err(io::Error::other(
+                "the uring runtime this op belongs to has shut down",
+            ));
         }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
@@ -229,7 +235,9 @@ impl Driver {
 
     fn cancel(&mut self, user_data: u64) {
         self.reserved_in_flight += 1;
-        let entry = opcode::AsyncCancel::new(user_data).build().user_data(CANCEL_TAG);
+        let entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(CANCEL_TAG);
         self.push(entry);
     }
 
@@ -241,7 +249,11 @@ impl Driver {
             return;
         }
         self.reserved_in_flight += 1;
-        self.push(opcode::Close::new(types::Fd(fd)).build().user_data(CLOSE_TAG));
+        self.push(
+            opcode::Close::new(types::Fd(fd))
+                .build()
+                .user_data(CLOSE_TAG),
+        );
     }
 
     /// One turn of the kernel side of the loop: submits every queued SQE and reaps every CQE,
@@ -409,13 +421,17 @@ impl Driver {
             if let Err(e) = self.turn(true, Some(step), &mut wakers, orphans) {
                 // The ring is unusable: leak every slot's data rather than free memory the kernel
                 // may still write.
-                eprintln!("uring: cannot drain the ring at shutdown ({e}); leaking in-flight buffers");
+                eprintln!(
+                    "uring: cannot drain the ring at shutdown ({e}); leaking in-flight buffers"
+                );
                 std::mem::forget(std::mem::take(&mut self.slots));
                 break;
             }
             waited += step;
             if waited.as_secs() >= 5 && waited.as_millis() % 5000 < 100 {
-                eprintln!("uring: still waiting for the kernel to finish in-flight ops at shutdown");
+                eprintln!(
+                    "uring: still waiting for the kernel to finish in-flight ops at shutdown"
+                );
             }
         }
         // Wakers of ops completed during the drain belong to futures that will be dropped or

@@ -62,9 +62,9 @@ pub(crate) fn build_ring(entries: u32) -> io::Result<(IoUring, RingSetup)> {
             Err(e) => return Err(explain_setup_error(e)),
         }
     }
-    Err(explain_setup_error(
-        last_err.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL)),
-    ))
+    Err(explain_setup_error(last_err.unwrap_or_else(|| {
+        io::Error::from_raw_os_error(libc::EINVAL)
+    })))
 }
 
 fn check_features(ring: &IoUring) -> io::Result<()> {
@@ -81,13 +81,16 @@ fn check_features(ring: &IoUring) -> io::Result<()> {
 
 /// Turns a failed `io_uring_setup` into an error that says what happened and how to fix it.
 pub(crate) fn explain_setup_error(e: io::Error) -> io::Error {
-    let msg = match e.raw_os_error() {
-        Some(libc::ENOSYS) => "io_uring is not available: this kernel was built without io_uring \
+    let msg =
+        match e.raw_os_error() {
+            Some(libc::ENOSYS) => {
+                "io_uring is not available: this kernel was built without io_uring \
              (io_uring_setup returned ENOSYS). uring needs Linux 5.11 or newer with \
              CONFIG_IO_URING=y; 6.1 or newer is recommended."
-            .to_string(),
-        Some(libc::EPERM) => {
-            match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+                    .to_string()
+            }
+            Some(libc::EPERM) => {
+                match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
                 Ok(v) if v.trim() != "0" => format!(
                     "io_uring is disabled on this system: the sysctl kernel.io_uring_disabled is {} \
                      (io_uring_setup returned EPERM). {} To allow it: \
@@ -107,17 +110,21 @@ pub(crate) fn explain_setup_error(e: io::Error) -> io::Error {
                       (for Docker: --security-opt seccomp=<profile allowing them>)."
                     .to_string(),
             }
-        }
-        Some(libc::ENOMEM) => "io_uring ring could not be allocated (io_uring_setup returned ENOMEM): \
+            }
+            Some(libc::ENOMEM) => {
+                "io_uring ring could not be allocated (io_uring_setup returned ENOMEM): \
              the ring is too large for the available memory or the locked-memory limit \
              (RLIMIT_MEMLOCK, which kernels before 5.12 charge rings to). Use a smaller \
              Runtime::builder().entries(..) or raise the limit (`ulimit -l`)."
-            .to_string(),
-        Some(libc::EINVAL) => "io_uring ring setup was rejected (io_uring_setup returned EINVAL): \
+                    .to_string()
+            }
+            Some(libc::EINVAL) => {
+                "io_uring ring setup was rejected (io_uring_setup returned EINVAL): \
              the kernel does not support the requested ring size or setup flags."
-            .to_string(),
-        _ => format!("io_uring ring could not be set up: {e}"),
-    };
+                    .to_string()
+            }
+            _ => format!("io_uring ring could not be set up: {e}"),
+        };
     io::Error::new(e.kind(), msg)
 }
 

@@ -110,7 +110,11 @@ impl State {
             }
             State::Abandoned(orphan) => {
                 let orphan = Orphan {
-                    data: if c.has_more() { None } else { orphan.data.take() },
+                    data: if c.has_more() {
+                        None
+                    } else {
+                        orphan.data.take()
+                    },
                     returns_fd: orphan.returns_fd,
                 };
                 if c.has_more() {

@@ -224,7 +224,8 @@ pub(crate) fn unix_addr(addr: &SockAddr) -> io::Result<std::os::unix::net::Socke
         use std::os::linux::net::SocketAddrExt;
         return std::os::unix::net::SocketAddr::from_abstract_name(name);
     }
-    if addr.domain() != Domain::UNIX {
+    // The kernel reports an unbound sender with an address length of 0 (nothing written).
+    if addr.len() != 0 && addr.domain() != Domain::UNIX {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a Unix-domain socket address",

@@ -507,6 +507,12 @@ impl AsRawFd for OwnedReadHalf {
     }
 }
 
+impl AsFd for OwnedReadHalf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
 impl AsyncReadOwned for OwnedReadHalf {
     fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
         self.socket.read(buf)
@@ -570,6 +576,12 @@ impl AsRawFd for OwnedWriteHalf {
     }
 }
 
+impl AsFd for OwnedWriteHalf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
 impl AsyncWriteOwned for OwnedWriteHalf {
     fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
         self.socket.write(buf)
@@ -608,6 +620,35 @@ mod tests {
             locals.sort();
             peers.sort();
             assert_eq!(locals, peers);
+        });
+    }
+
+    #[test]
+    fn incoming_falls_back_to_single_shot_on_einval() {
+        crate::run(async {
+            // A bound socket that is not listening: the kernel answers accept with EINVAL, as
+            // a kernel without multishot accept answers the multishot flag.
+            let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.bind(&SockAddr::from(
+                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+            ))
+            .unwrap();
+            let listener = TcpListener {
+                socket: Socket::from_owned(OwnedFd::from(s)).unwrap(),
+            };
+            let mut incoming = listener.incoming();
+            let e = incoming.next().await.unwrap().unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+            assert!(
+                !incoming.acceptor.is_multishot(),
+                "EINVAL before any success switches to single-shot accepts"
+            );
+            let e = incoming.next().await.unwrap().unwrap_err();
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::EINVAL),
+                "and reports the error"
+            );
         });
     }
 

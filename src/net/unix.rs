@@ -346,6 +346,12 @@ impl AsRawFd for OwnedReadHalf {
     }
 }
 
+impl AsFd for OwnedReadHalf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
 impl AsyncReadOwned for OwnedReadHalf {
     fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
         self.socket.read(buf)
@@ -388,6 +394,12 @@ impl OwnedWriteHalf {
 impl AsRawFd for OwnedWriteHalf {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
+    }
+}
+
+impl AsFd for OwnedWriteHalf {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 

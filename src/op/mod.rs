@@ -33,6 +33,7 @@ pub(crate) unsafe trait OpCode: 'static {
 }
 
 /// Converts a completion's result into an `io::Result`.
+pub(crate) mod fs;
 pub(crate) mod net;
 pub(crate) mod rw;
 
@@ -116,7 +117,10 @@ impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
         if let Stage::Submitted { handle, user_data } = &self.stage {
             let orphan = Orphan {
-                data: self.data.take().map(|d| Box::new(d) as Box<dyn std::any::Any>),
+                data: self
+                    .data
+                    .take()
+                    .map(|d| Box::new(d) as Box<dyn std::any::Any>),
                 returns_fd: T::RETURNS_FD,
             };
             let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
@@ -144,7 +148,9 @@ impl<T: OpCode> MultiOp<T> {
     /// The op's data, for reading what completions refer to (such as a buffer ring).
     #[allow(dead_code)]
     pub(crate) fn data(&self) -> &T {
-        self.data.as_ref().expect("multishot op data present until drop")
+        self.data
+            .as_ref()
+            .expect("multishot op data present until drop")
     }
 
     /// The next completion, or `None` after the final one was returned.
@@ -200,7 +206,10 @@ impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
         if let Stage::Submitted { handle, user_data } = &self.stage {
             let orphan = Orphan {
-                data: self.data.take().map(|d| Box::new(d) as Box<dyn std::any::Any>),
+                data: self
+                    .data
+                    .take()
+                    .map(|d| Box::new(d) as Box<dyn std::any::Any>),
                 returns_fd: T::RETURNS_FD,
             };
             let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);

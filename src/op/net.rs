@@ -38,9 +38,9 @@ impl AddrOut {
         &mut self.storage as *mut SockAddrStorage as *mut libc::sockaddr
     }
 
-    /// The address the kernel wrote, `len` bytes of it.
-    fn into_addr(self, len: libc::socklen_t) -> SockAddr {
-        let len = len.min(self.storage.size_of());
+    /// The address the kernel wrote: `len` bytes of `storage`.
+    fn into_addr(self) -> SockAddr {
+        let len = self.len.min(self.storage.size_of());
         // SAFETY: the kernel wrote a socket address of family `ss_family` and length `len` into
         // the zeroed storage (accept4/recvmsg contract); `len` is clamped to the storage's size.
         unsafe { SockAddr::new(self.storage, len) }
@@ -76,9 +76,7 @@ pub(crate) async fn accept(fd: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
     .await;
     let new_fd = cqe_result(c)?;
     let new_fd = SharedFd::new(new_fd as i32);
-    let addr = *op.addr;
-    let len = addr.len;
-    Ok((new_fd, addr.into_addr(len)))
+    Ok((new_fd, op.addr.into_addr()))
 }
 
 /// A multishot accept (Linux 5.19+): one SQE, one CQE per accepted connection, each carrying
@@ -326,7 +324,7 @@ pub(crate) async fn recv_from<B: IoBufMut>(
             storage: addr,
             len: hdr.msg_namelen,
         };
-        (n as usize, out.into_addr(hdr.msg_namelen))
+        (n as usize, out.into_addr())
     });
     (res, op.buf)
 }

@@ -1,7 +1,7 @@
 //! Reads and writes on any fd: `IORING_OP_READ`, `WRITE`, `READV`, `WRITEV`.
 //!
-//! `offset` is a file position, or [`CURRENT_POS`] for streams (sockets, pipes) and for files
-//! read at their cursor.
+//! `offset` is a file position; streams (sockets, pipes) ignore it, and `u64::MAX` (-1) means a
+//! file's current position.
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
@@ -9,9 +9,6 @@ use crate::op::{cqe_result, Op, OpCode};
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
 use std::os::fd::AsRawFd;
-
-/// The offset that means "the fd's current position" (-1), as streams need.
-pub(crate) const CURRENT_POS: u64 = u64::MAX;
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;
@@ -27,9 +24,13 @@ struct Read<B> {
 unsafe impl<B: IoBufMut> OpCode for Read<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
-        opcode::Read::new(types::Fd(self.fd.as_raw_fd()), self.buf.stable_mut_ptr(), len)
-            .offset(self.offset)
-            .build()
+        opcode::Read::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.buf.stable_mut_ptr(),
+            len,
+        )
+        .offset(self.offset)
+        .build()
     }
 }
 

@@ -17,7 +17,9 @@ pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send
         })
         .expect("spawn test thread");
     match rx.recv_timeout(limit) {
-        Ok(()) => worker.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        Ok(()) => worker
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p)),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             // The closure panicked: propagate its panic.
             match worker.join() {

@@ -1,0 +1,239 @@
+//! `File`: an open file whose reads, writes, syncs and metadata go through the ring.
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::fd::SharedFd;
+use crate::fs::{Metadata, OpenOptions};
+use crate::op::{fs as op, rw};
+use crate::BufResult;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
+use std::path::Path;
+
+/// An open file. Every method takes `&self`: positional I/O needs no cursor, so one `File`
+/// (shared with `Rc`) serves many concurrent operations.
+///
+/// Dropping a `File` closes it through the ring without blocking the loop (once no operation
+/// holds it any more); [`close`](File::close) does the same and reports the kernel's verdict.
+///
+/// ```
+/// use uring::fs::File;
+/// uring::run(async {
+///     let path = std::env::temp_dir().join(format!("uring-doc-file-{}", std::process::id()));
+///     let f = File::create(&path).await?;
+///     let (res, _) = f.write_all_at(b"hello".to_vec(), 0).await;
+///     res?;
+///     f.close().await?;
+///     let f = File::open(&path).await?;
+///     let (res, buf) = f.read_at(Vec::with_capacity(16), 0).await;
+///     assert_eq!(res?, 5);
+///     assert_eq!(buf, b"hello");
+///     assert_eq!(f.metadata().await?.len(), 5);
+///     f.close().await?;
+///     uring::fs::remove_file(&path).await
+/// })
+/// .unwrap();
+/// ```
+#[derive(Debug)]
+pub struct File {
+    fd: SharedFd,
+}
+
+impl File {
+    /// Opens a file read-only (`IORING_OP_OPENAT`).
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open`]: `NotFound` for a missing path, `PermissionDenied`, ...
+    pub async fn open(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(path).await
+    }
+
+    /// Opens a file write-only, creating it (mode `0o666` before the umask) or truncating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`OpenOptions::open`]; `IsADirectory` if `path` is a directory.
+    pub async fn create(path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
+    }
+
+    pub(crate) fn from_shared(fd: SharedFd) -> File {
+        File { fd }
+    }
+
+    /// Wraps an open `std::fs::File` (or any fd turned into one, such as a pipe end).
+    pub fn from_std(file: std::fs::File) -> File {
+        File {
+            fd: SharedFd::new(file.into_raw_fd()),
+        }
+    }
+
+    /// Turns this back into a `std::fs::File`.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back if an operation whose future was dropped still holds the fd (the kernel
+    /// has not completed it yet).
+    pub fn into_std(self) -> Result<std::fs::File, File> {
+        match self.fd.try_unwrap() {
+            // SAFETY: `try_unwrap` handed us sole ownership of the open fd.
+            Ok(fd) => Ok(unsafe { std::fs::File::from_raw_fd(fd) }),
+            Err(fd) => Err(File { fd }),
+        }
+    }
+
+    /// Reads into `buf` from file offset `pos`, filling from the buffer's start up to its
+    /// capacity (`IORING_OP_READ`); returns how many bytes were read: 0 at or past the end of
+    /// the file, which is not an error.
+    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        rw::read(&self.fd, buf, pos).await
+    }
+
+    /// Writes the buffer's initialized bytes at file offset `pos` (`IORING_OP_WRITE`); returns
+    /// how many were written, possibly fewer.
+    pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        rw::write(&self.fd, buf, pos).await
+    }
+
+    /// Reads into the buffers in order from offset `pos` (`IORING_OP_READV`), each filled up to
+    /// its capacity before the next; returns the total read.
+    pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        rw::readv(&self.fd, bufs, pos).await
+    }
+
+    /// Writes the buffers' initialized bytes in order at offset `pos` (`IORING_OP_WRITEV`);
+    /// returns the total written, possibly fewer.
+    pub async fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        rw::writev(&self.fd, bufs, pos).await
+    }
+
+    /// Fills `buf` to its whole capacity from offset `pos`, reading again after short reads.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the file ends first (the bytes read so far are in the buffer, its
+    /// initialized length says how many); any read error.
+    pub async fn read_exact_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        let total = buf.bytes_total();
+        let mut done = 0;
+        let mut buf = buf;
+        while done < total {
+            let (res, slice) = self
+                .read_at(buf.slice(done..total), pos + done as u64)
+                .await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    let msg = format!("file ended after {done} of {total} bytes");
+                    return (Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg)), buf);
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes all of the buffer's initialized bytes at offset `pos`, writing again after short
+    /// writes.
+    ///
+    /// # Errors
+    ///
+    /// `WriteZero` if the kernel accepts 0 bytes; any write error, such as `StorageFull`
+    /// (`ENOSPC`) or `FileTooLarge` (`EFBIG`). The bytes written before the error stay written.
+    pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
+        let total = buf.bytes_init();
+        let mut done = 0;
+        let mut buf = buf;
+        while done < total {
+            let (res, slice) = self
+                .write_at(buf.slice(done..total), pos + done as u64)
+                .await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    let msg = format!("the file took 0 bytes after {done} of {total}");
+                    return (Err(io::Error::new(io::ErrorKind::WriteZero, msg)), buf);
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Flushes data and metadata to the device (`IORING_OP_FSYNC`; `fsync(2)` before Linux 5.1).
+    pub async fn sync_all(&self) -> io::Result<()> {
+        op::fsync(&self.fd, false).await
+    }
+
+    /// Flushes data, and only the metadata needed to read it back (`IORING_OP_FSYNC` with
+    /// `IORING_FSYNC_DATASYNC`; `fdatasync(2)` before Linux 5.1).
+    pub async fn sync_data(&self) -> io::Result<()> {
+        op::fsync(&self.fd, true).await
+    }
+
+    /// The file's metadata (`IORING_OP_STATX` on the fd; `statx(2)` before Linux 5.6).
+    pub async fn metadata(&self) -> io::Result<Metadata> {
+        op::statx_fd(&self.fd).await.map(Metadata::from_statx)
+    }
+
+    /// Truncates or extends the file to `size` bytes (extension reads as zeros).
+    ///
+    /// Uses `IORING_OP_FTRUNCATE` where the kernel has it (Linux 6.9+, probed once per process);
+    /// older kernels get a plain `ftruncate(2)` on the loop's thread.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if the file is not open for writing or `size` exceeds `i64::MAX`.
+    pub async fn set_len(&self, size: u64) -> io::Result<()> {
+        op::ftruncate(&self.fd, size).await
+    }
+
+    /// Allocates (or, with `mode` flags such as `FALLOC_FL_PUNCH_HOLE`, deallocates) disk space
+    /// for `len` bytes at `offset` (`IORING_OP_FALLOCATE`; `fallocate(2)` before Linux 5.6).
+    /// `mode` 0 allocates and extends the file size if needed.
+    pub async fn fallocate(&self, offset: u64, len: u64, mode: i32) -> io::Result<()> {
+        op::fallocate(&self.fd, offset, len, mode).await
+    }
+
+    /// Closes the file (`IORING_OP_CLOSE`) and reports any error the close gives.
+    ///
+    /// If an operation whose future was dropped still holds the file, the fd is closed when that
+    /// operation completes instead, and this returns `Ok(())` at once.
+    pub async fn close(self) -> io::Result<()> {
+        match self.fd.try_unwrap() {
+            Ok(fd) => op::close(fd).await,
+            Err(shared) => {
+                drop(shared);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for File {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: `self` keeps the fd open for as long as the borrow lasts.
+        unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) }
+    }
+}
+
+impl From<std::fs::File> for File {
+    fn from(file: std::fs::File) -> File {
+        File::from_std(file)
+    }
+}
