@@ -160,10 +160,13 @@ impl RowFigures {
     pub fn ratio(&self, a: ServerKind, b: ServerKind) -> Option<(f64, f64)> {
         let idx = |k| self.figures.iter().position(|(x, _)| *x == k);
         let (ra, rb) = (&self.rounds[idx(a)?], &self.rounds[idx(b)?]);
+        // A window can have no CPU tick or no request on one side (a stalled machine): its
+        // ratio is not finite and is left out.
         let mut rate: Vec<f64> = ra
             .iter()
             .zip(rb)
             .map(|(x, y)| x.rate() / y.rate())
+            .filter(|v| v.is_finite())
             .collect();
         let mut cpu: Vec<f64> = ra
             .iter()
@@ -171,6 +174,7 @@ impl RowFigures {
             .map(|(x, y)| {
                 x.cpu_us_per_req().unwrap_or(f64::NAN) / y.cpu_us_per_req().unwrap_or(f64::NAN)
             })
+            .filter(|v| v.is_finite())
             .collect();
         Some((super::median(&mut rate), super::median(&mut cpu)))
     }
@@ -259,7 +263,7 @@ fn context(e: io::Error, kind: ServerKind, conns: usize, size: usize) -> io::Err
 
 fn medians(rs: &[LoadResult]) -> Figures {
     let med = |f: &dyn Fn(&LoadResult) -> f64| {
-        let mut v: Vec<f64> = rs.iter().map(f).collect();
+        let mut v: Vec<f64> = rs.iter().map(f).filter(|x| x.is_finite()).collect();
         super::median(&mut v)
     };
     Figures {
