@@ -190,6 +190,7 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
     // The load generator holds every server's connections of a row at once: raise the soft
     // fd limit to the hard one (often 1024 soft, far more hard).
     crate::set_nofile_limit(u64::MAX);
+    let load_at_start = load_average();
     let (client_cpu, server_cpu) = pick_cpus();
     if let Some(c) = client_cpu {
         pin_current_thread(c);
@@ -251,7 +252,19 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
     }
     print_tables(&results);
     print_breakdown(&results);
+    println!(
+        "\necho: load average (1/5/15 min) at start {load_at_start}, at end {}: other work on this \
+         machine during the run moves req/s far more than CPU/req",
+        load_average()
+    );
     Ok(results)
+}
+
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_string())
 }
 
 fn context(e: io::Error, kind: ServerKind, conns: usize, size: usize) -> io::Error {
