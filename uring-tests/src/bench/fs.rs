@@ -33,6 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uring::fs::AlignedBuf;
 
+/// The suite's options, printed by `bench fs --help`.
+pub const USAGE: &str = "usage: bench fs [--size N[K|M|G]] [--secs S] [--rounds R] [--only TEXT] [--engines LIST]
+  --size    the test file's size (default 1G; also URING_BENCH_FS_SIZE), created once in $TMPDIR
+  --secs    seconds per round of each row (default 2)
+  --rounds  rounds per row, interleaved across engines; medians are reported (default 3)
+  --only    run only the workloads whose name contains TEXT (e.g. QD32, O_DIRECT, write)
+  --engines run only these peers besides uring: tokio-fs,tokio-pread,std,std-rotating,raw,raw-fixed,fio";
+
 /// Settings of one run of the suite.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -77,6 +85,7 @@ impl Config {
                 "--secs" => c.secs = val()?.parse().map_err(|e| format!("--secs: {e}"))?,
                 "--rounds" => c.rounds = val()?.parse().map_err(|e| format!("--rounds: {e}"))?,
                 "--only" => c.only = Some(val()?.clone()),
+                "-h" | "--help" => return Err(USAGE.to_string()),
                 "--engines" => c.engines = Some(val()?.split(',').map(str::to_string).collect()),
                 other => return Err(format!("fs bench: unknown argument {other}")),
             }
@@ -704,8 +713,12 @@ fn fmt_rate(ops: f64, block: usize) -> (String, String) {
 pub fn run(args: &[String]) {
     let cfg = match Config::from_args(args) {
         Ok(c) => c,
+        Err(e) if e == USAGE => {
+            println!("{USAGE}");
+            return;
+        }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("{e}\n{USAGE}");
             std::process::exit(2);
         }
     };
