@@ -52,6 +52,22 @@ enum Stage {
     Done,
 }
 
+/// The completion an op gets when its runtime shut down before it could be submitted.
+const CANCELLED: Completion = Completion {
+    result: -libc::ECANCELED,
+    flags: 0,
+};
+
+/// Queues the op's SQE on the current runtime; `None` if that runtime has shut down.
+fn submit<T: OpCode>(data: &mut T, cx: &Context<'_>) -> Option<Stage> {
+    let handle = Handle::current();
+    let entry = data.create_entry();
+    let submitted = handle.driver.borrow_mut().submit(entry, cx.waker().clone());
+    submitted
+        .ok()
+        .map(|user_data| Stage::Submitted { handle, user_data })
+}
+
 /// A single-shot ring operation. Resolves to its data and the kernel's completion.
 pub(crate) struct Op<T: OpCode> {
     data: Option<T>,
@@ -76,25 +92,16 @@ impl<T: OpCode> Future for Op<T> {
         let this = self.get_mut();
         match &this.stage {
             Stage::Unsubmitted => {
-                let handle = Handle::current();
-                let entry = this
-                    .data
-                    .as_mut()
-                    .expect("op polled after completion")
-                    .create_entry();
-                let submitted = handle.driver.borrow_mut().submit(entry, cx.waker().clone());
-                match submitted {
-                    Ok(user_data) => {
-                        this.stage = Stage::Submitted { handle, user_data };
+                let data = this.data.as_mut().expect("op polled after completion");
+                match submit(data, cx) {
+                    Some(stage) => {
+                        this.stage = stage;
                         Poll::Pending
                     }
-                    Err(_) => {
+                    None => {
                         this.stage = Stage::Done;
-                        let c = Completion {
-                            result: -libc::ECANCELED,
-                            flags: 0,
-                        };
-                        Poll::Ready((c, this.data.take().expect("op data present")))
+                        let data = this.data.take().expect("op data present");
+                        Poll::Ready((CANCELLED, data))
                     }
                 }
             }
@@ -115,18 +122,7 @@ impl<T: OpCode> Future for Op<T> {
 
 impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
-        if let Stage::Submitted { handle, user_data } = &self.stage {
-            let orphan = Orphan {
-                data: self
-                    .data
-                    .take()
-                    .map(|d| Box::new(d) as Box<dyn std::any::Any>),
-                returns_fd: T::RETURNS_FD,
-            };
-            let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
-            // Dropped after the borrow ends: the data may hold an fd whose drop submits a close.
-            drop(leftover);
-        }
+        abandon(&self.stage, self.data.take());
     }
 }
 
@@ -157,24 +153,15 @@ impl<T: OpCode> MultiOp<T> {
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         match &self.stage {
             Stage::Unsubmitted => {
-                let handle = Handle::current();
-                let entry = self
-                    .data
-                    .as_mut()
-                    .expect("multishot op data present")
-                    .create_entry();
-                let submitted = handle.driver.borrow_mut().submit(entry, cx.waker().clone());
-                match submitted {
-                    Ok(user_data) => {
-                        self.stage = Stage::Submitted { handle, user_data };
+                let data = self.data.as_mut().expect("multishot op data present");
+                match submit(data, cx) {
+                    Some(stage) => {
+                        self.stage = stage;
                         Poll::Pending
                     }
-                    Err(_) => {
+                    None => {
                         self.stage = Stage::Done;
-                        Poll::Ready(Some(Completion {
-                            result: -libc::ECANCELED,
-                            flags: 0,
-                        }))
+                        Poll::Ready(Some(CANCELLED))
                     }
                 }
             }
@@ -204,16 +191,19 @@ impl<T: OpCode> MultiOp<T> {
 
 impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
-        if let Stage::Submitted { handle, user_data } = &self.stage {
-            let orphan = Orphan {
-                data: self
-                    .data
-                    .take()
-                    .map(|d| Box::new(d) as Box<dyn std::any::Any>),
-                returns_fd: T::RETURNS_FD,
-            };
-            let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
-            drop(leftover);
-        }
+        abandon(&self.stage, self.data.take());
+    }
+}
+
+/// Hands a dropped op's data to the driver if the kernel may still hold the op (INV-slot).
+fn abandon<T: OpCode>(stage: &Stage, data: Option<T>) {
+    if let Stage::Submitted { handle, user_data } = stage {
+        let orphan = Orphan {
+            data: data.map(|d| Box::new(d) as Box<dyn std::any::Any>),
+            returns_fd: T::RETURNS_FD,
+        };
+        let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
+        // Dropped after the borrow ends: the data may hold an fd whose drop submits a close.
+        drop(leftover);
     }
 }
