@@ -6,6 +6,7 @@
 //! ring's registered-file table: the slot belongs to the `SharedFd` and is freed only when its
 //! last clone drops, so no op in flight can name a slot that meanwhile holds another file.
 
+use crate::driver::Registration;
 use crate::runtime::Handle;
 use io_uring::{squeue, types};
 use std::cell::RefCell;
@@ -30,7 +31,7 @@ enum Fixed {
     Never,
     /// A file that has not been registered yet; `ops` reads and writes have named it so far.
     Unregistered { ops: u32 },
-    /// Registration was tried and failed (no table, or the table is full): named by its fd.
+    /// The kernel refused to register it (or the runtime has no table): named by its fd.
     Failed,
     /// Registered in `slot` of the ring of the runtime `runtime`.
     Registered(FixedSlot),
@@ -121,24 +122,26 @@ impl SharedFd {
                 plain
             }
             Fixed::Unregistered { .. } => {
-                let registered = Handle::try_with(|_| Handle::current()).and_then(|handle| {
-                    let slot = handle
-                        .driver
-                        .try_borrow_mut()
-                        .ok()?
-                        .register_fixed_file(self.0.fd)?;
-                    Some(FixedSlot {
-                        slot,
-                        runtime: Rc::downgrade(&handle),
-                    })
-                });
-                match registered {
-                    Some(s) => {
-                        let target = fixed_target(s.slot);
-                        *fixed = Fixed::Registered(s);
-                        target
+                let Some(handle) = Handle::try_with(|_| Handle::current()) else {
+                    return plain;
+                };
+                // Borrowed only if an fd is used from inside the driver, which does not happen;
+                // then simply try again at the next op.
+                let Ok(mut driver) = handle.driver.try_borrow_mut() else {
+                    return plain;
+                };
+                match driver.register_fixed_file(self.0.fd) {
+                    Registration::Slot(slot) => {
+                        *fixed = Fixed::Registered(FixedSlot {
+                            slot,
+                            runtime: Rc::downgrade(&handle),
+                        });
+                        fixed_target(slot)
                     }
-                    None => {
+                    // Files closing free slots: try again at the next op (no syscall until a
+                    // slot is free).
+                    Registration::Full => plain,
+                    Registration::Refused => {
                         *fixed = Fixed::Failed;
                         plain
                     }

@@ -46,6 +46,17 @@ pub struct DriverStats {
     pub fixed_files_in_use: u64,
 }
 
+/// What became of a request for a slot in the registered-file table.
+pub(crate) enum Registration {
+    /// The fd is in this slot now.
+    Slot(u32),
+    /// Every slot is taken; one may be free later.
+    Full,
+    /// No table (the kernel refused to set one up, or the runtime shut down), or the kernel
+    /// refused this fd: asking again would not help.
+    Refused,
+}
+
 /// The size of the registered-file table (capped by `RLIMIT_NOFILE`, which the kernel enforces).
 const FIXED_FILE_SLOTS: u32 = 4096;
 
@@ -66,8 +77,9 @@ pub(crate) struct Driver {
     pub(crate) woken_remotely: bool,
     shut_down: bool,
     stats: DriverStats,
-    /// Free slots of the ring's registered-file table; empty when the table is full or the
-    /// kernel refused to set one up.
+    /// Whether the ring has a registered-file table (the kernel may refuse to set one up).
+    has_fixed_files: bool,
+    /// Free slots of the ring's registered-file table.
     free_fixed_files: Vec<u32>,
 }
 
@@ -87,6 +99,7 @@ impl Driver {
             woken_remotely: false,
             shut_down: false,
             stats: DriverStats::default(),
+            has_fixed_files: false,
             free_fixed_files: Vec::new(),
         };
         driver.set_up_fixed_files();
@@ -119,24 +132,26 @@ impl Driver {
         }
         // Popped from the end: slot 0 first.
         self.free_fixed_files = (0..slots).rev().collect();
+        self.has_fixed_files = true;
     }
 
-    /// Puts `fd` (an open file) in a free slot of the registered-file table and returns the slot;
-    /// `None` if the table is full or missing, or the kernel refuses.
-    pub(crate) fn register_fixed_file(&mut self, fd: RawFd) -> Option<u32> {
-        if self.shut_down {
-            return None;
+    /// Puts `fd` (an open file) in a free slot of the registered-file table.
+    pub(crate) fn register_fixed_file(&mut self, fd: RawFd) -> Registration {
+        if self.shut_down || !self.has_fixed_files {
+            return Registration::Refused;
         }
-        let slot = self.free_fixed_files.pop()?;
+        let Some(slot) = self.free_fixed_files.pop() else {
+            return Registration::Full;
+        };
         match self.ring.submitter().register_files_update(slot, &[fd]) {
             Ok(1) => {
                 self.stats.fixed_files_registered += 1;
                 self.stats.fixed_files_in_use += 1;
-                Some(slot)
+                Registration::Slot(slot)
             }
             _ => {
                 self.free_fixed_files.push(slot);
-                None
+                Registration::Refused
             }
         }
     }

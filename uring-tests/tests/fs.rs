@@ -814,3 +814,64 @@ fn registered_file_slots_are_freed_and_reused() {
         "every slot was freed: {stats:?}"
     );
 }
+
+/// Reads 96 bytes `rounds` times from each file (`i`, file of `contents[i % 8]`) and checks them.
+async fn read_all(files: &[(usize, File)], contents: &[Vec<u8>], rounds: usize) {
+    for r in 0..rounds {
+        for (i, f) in files {
+            let off = (r * 37) % 4000;
+            let (res, buf) = f.read_at(Vec::with_capacity(96), off as u64).await;
+            assert_eq!(res.unwrap(), 96);
+            assert!(buf[..] == contents[i % 8][off..off + 96], "file {i}");
+        }
+    }
+}
+
+/// With the registered-file table full, files are read by their fds, correctly, and take a slot
+/// as soon as closing files free some. The table is made small (64 slots) by creating the
+/// runtime under a low `RLIMIT_NOFILE`, in a child process.
+#[test]
+fn full_registered_file_table_falls_back_to_fds() {
+    const SLOTS: usize = 64;
+    const OPEN: usize = 100;
+    const CLOSE: usize = 50;
+    if is_child("fixed-full") {
+        let dir = TempDir::new("fixed-full");
+        let contents: Vec<Vec<u8>> = (0..8).map(|i| Rng(i + 11).bytes(4096)).collect();
+        let paths: Vec<PathBuf> = (0..8).map(|i| dir.path(&format!("f{i}"))).collect();
+        for (p, c) in paths.iter().zip(&contents) {
+            std::fs::write(p, c).unwrap();
+        }
+        let old = uring_tests::set_nofile_limit(SLOTS as u64);
+        let rt = uring::Runtime::new().unwrap();
+        uring_tests::set_nofile_limit(old);
+        rt.block_on(async {
+            let mut files = Vec::new();
+            for i in 0..OPEN {
+                files.push((i, File::open(&paths[i % 8]).await.unwrap()));
+            }
+            read_all(&files, &contents, 20).await;
+            let s = rt.driver_stats();
+            assert_eq!(s.fixed_files_in_use, SLOTS as u64, "table full: {s:?}");
+            assert_eq!(s.fixed_files_registered, SLOTS as u64, "{s:?}");
+            files.drain(..CLOSE);
+            read_all(&files, &contents, 2).await;
+            let s = rt.driver_stats();
+            assert_eq!(s.fixed_files_in_use, (OPEN - CLOSE) as u64, "{s:?}");
+            assert_eq!(s.fixed_files_registered, OPEN as u64, "{s:?}");
+        });
+        println!("CHILD-OK");
+        return;
+    }
+    if !kernel_at_least(5, 19) {
+        eprintln!("skipped: sparse registered-file tables need Linux 5.19");
+        return;
+    }
+    let out = run_child("full_registered_file_table_falls_back_to_fds", "fixed-full");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CHILD-OK"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
