@@ -27,7 +27,7 @@ struct FdInner {
 /// name it by its slot (`IOSQE_FIXED_FILE`) and the kernel skips looking the fd up and counting
 /// a reference to the file on every op.
 enum Fixed {
-    /// Not a regular file (sockets, pipes, ...): always named by its fd.
+    /// Not opened as a `File` (sockets and other fds): always named by its fd.
     Never,
     /// A file that has not been registered yet; `ops` reads and writes have named it so far.
     Unregistered { ops: u32 },
