@@ -39,7 +39,26 @@ pub struct DriverStats {
     pub backlogged: u64,
     /// Completions reaped.
     pub completions: u64,
+    /// Files put in the ring's registered-file table (so their reads and writes skip the
+    /// kernel's per-op fd lookup).
+    pub fixed_files_registered: u64,
+    /// Files in the registered-file table now: registered and not yet released.
+    pub fixed_files_in_use: u64,
 }
+
+/// What became of a request for a slot in the registered-file table.
+pub(crate) enum Registration {
+    /// The fd is in this slot now.
+    Slot(u32),
+    /// Every slot is taken; one may be free later.
+    Full,
+    /// No table (the kernel refused to set one up, or the runtime shut down), or the kernel
+    /// refused this fd: asking again would not help.
+    Refused,
+}
+
+/// The size of the registered-file table (capped by `RLIMIT_NOFILE`, which the kernel enforces).
+const FIXED_FILE_SLOTS: u32 = 4096;
 
 pub(crate) struct Driver {
     ring: IoUring,
@@ -58,6 +77,10 @@ pub(crate) struct Driver {
     pub(crate) woken_remotely: bool,
     shut_down: bool,
     stats: DriverStats,
+    /// Whether the ring has a registered-file table (the kernel may refuse to set one up).
+    has_fixed_files: bool,
+    /// Free slots of the ring's registered-file table.
+    free_fixed_files: Vec<u32>,
 }
 
 impl Driver {
@@ -76,7 +99,10 @@ impl Driver {
             woken_remotely: false,
             shut_down: false,
             stats: DriverStats::default(),
+            has_fixed_files: false,
+            free_fixed_files: Vec::new(),
         };
+        driver.set_up_fixed_files();
         driver.arm_wake();
         Ok(driver)
     }
@@ -87,6 +113,64 @@ impl Driver {
 
     pub(crate) fn stats(&self) -> DriverStats {
         self.stats
+    }
+
+    /// Sets up an empty registered-file table. Without one (an old kernel, a tiny
+    /// `RLIMIT_NOFILE`), files are simply always named by their fds.
+    fn set_up_fixed_files(&mut self) {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass, nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let slots = limit.rlim_cur.min(FIXED_FILE_SLOTS as libc::rlim_t) as u32;
+        if slots == 0 || self.ring.submitter().register_files_sparse(slots).is_err() {
+            return;
+        }
+        // Popped from the end: slot 0 first.
+        self.free_fixed_files = (0..slots).rev().collect();
+        self.has_fixed_files = true;
+    }
+
+    /// Puts `fd` (an open file) in a free slot of the registered-file table.
+    pub(crate) fn register_fixed_file(&mut self, fd: RawFd) -> Registration {
+        if self.shut_down || !self.has_fixed_files {
+            return Registration::Refused;
+        }
+        let Some(slot) = self.free_fixed_files.pop() else {
+            return Registration::Full;
+        };
+        match self.ring.submitter().register_files_update(slot, &[fd]) {
+            Ok(1) => {
+                self.stats.fixed_files_registered += 1;
+                self.stats.fixed_files_in_use += 1;
+                Registration::Slot(slot)
+            }
+            _ => {
+                self.free_fixed_files.push(slot);
+                Registration::Refused
+            }
+        }
+    }
+
+    /// Empties a slot of the registered-file table and makes it free for the next file. The
+    /// caller guarantees no op in flight names the slot (INV-fd: the slot's `SharedFd` is gone).
+    pub(crate) fn release_fixed_file(&mut self, slot: u32) {
+        self.stats.fixed_files_in_use -= 1;
+        // Dropping the table's reference to the file needs no wait for anything: the kernel
+        // keeps the file alive for any request still using it.
+        if self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[-1])
+            .is_ok()
+        {
+            self.free_fixed_files.push(slot);
+        }
+        // If the kernel refused, the slot is never handed out again.
     }
 
     /// Re-arms the eventfd read that lets another thread wake this loop.

@@ -69,7 +69,7 @@ impl File {
     /// Wraps an open `std::fs::File` (or any fd turned into one, such as a pipe end).
     pub fn from_std(file: std::fs::File) -> File {
         File {
-            fd: SharedFd::new(file.into_raw_fd()),
+            fd: SharedFd::new_file(file.into_raw_fd()),
         }
     }
 

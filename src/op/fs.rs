@@ -87,10 +87,10 @@ pub(crate) async fn open(path: CString, flags: i32, mode: libc::mode_t) -> io::R
                 mode as libc::c_uint,
             )
         })?;
-        return Ok(SharedFd::new(fd as RawFd));
+        return Ok(SharedFd::new_file(fd as RawFd));
     }
     let (c, _) = Op::new(OpenAt { path, flags, mode }).await;
-    cqe_result(c).map(|fd| SharedFd::new(fd as RawFd))
+    cqe_result(c).map(|fd| SharedFd::new_file(fd as RawFd))
 }
 
 struct Statx {

@@ -7,8 +7,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
 use crate::op::{cqe_result, Op, OpCode};
 use crate::BufResult;
-use io_uring::{opcode, squeue, types};
-use std::os::fd::AsRawFd;
+use io_uring::{opcode, squeue};
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;
@@ -20,17 +19,15 @@ struct Read<B> {
 }
 
 // SAFETY: the SQE points into `buf`'s stable memory (IoBufMut contract, INV-heap) and names
-// `fd`, held by `self` (INV-fd).
+// `fd` (by number or registered slot), held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Read<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
-        opcode::Read::new(
-            types::Fd(self.fd.as_raw_fd()),
-            self.buf.stable_mut_ptr(),
-            len,
-        )
-        .offset(self.offset)
-        .build()
+        let target = self.fd.target();
+        opcode::Read::new(target.fd, self.buf.stable_mut_ptr(), len)
+            .offset(self.offset)
+            .build()
+            .flags(target.flags)
     }
 }
 
@@ -58,13 +55,15 @@ struct Write<B> {
 }
 
 // SAFETY: the SQE points into `buf`'s stable, initialized memory (IoBuf contract, INV-heap) and
-// names `fd`, held by `self` (INV-fd).
+// names `fd` (by number or registered slot), held by `self` (INV-fd).
 unsafe impl<B: IoBuf> OpCode for Write<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_init().min(MAX_LEN) as u32;
-        opcode::Write::new(types::Fd(self.fd.as_raw_fd()), self.buf.stable_ptr(), len)
+        let target = self.fd.target();
+        opcode::Write::new(target.fd, self.buf.stable_ptr(), len)
             .offset(self.offset)
             .build()
+            .flags(target.flags)
     }
 }
 
@@ -87,7 +86,7 @@ struct Readv<B> {
 }
 
 // SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable
-// memory (INV-heap); `fd` is held by `self` (INV-fd).
+// memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Readv<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         self.iovecs = self
@@ -98,13 +97,15 @@ unsafe impl<B: IoBufMut> OpCode for Readv<B> {
                 iov_len: b.bytes_total(),
             })
             .collect();
+        let target = self.fd.target();
         opcode::Readv::new(
-            types::Fd(self.fd.as_raw_fd()),
+            target.fd,
             self.iovecs.as_ptr(),
             self.iovecs.len().min(libc::UIO_MAXIOV as usize) as u32,
         )
         .offset(self.offset)
         .build()
+        .flags(target.flags)
     }
 }
 
@@ -142,7 +143,7 @@ struct Writev<B> {
 }
 
 // SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable,
-// initialized memory (INV-heap); `fd` is held by `self` (INV-fd).
+// initialized memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
 unsafe impl<B: IoBuf> OpCode for Writev<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         self.iovecs = self
@@ -153,13 +154,15 @@ unsafe impl<B: IoBuf> OpCode for Writev<B> {
                 iov_len: b.bytes_init(),
             })
             .collect();
+        let target = self.fd.target();
         opcode::Writev::new(
-            types::Fd(self.fd.as_raw_fd()),
+            target.fd,
             self.iovecs.as_ptr(),
             self.iovecs.len().min(libc::UIO_MAXIOV as usize) as u32,
         )
         .offset(self.offset)
         .build()
+        .flags(target.flags)
     }
 }
 
