@@ -188,6 +188,12 @@ unsafe impl IoBuf for String {
 ///
 /// Made by [`IoBuf::slice`]. A read into a `Slice` fills from `begin()` up to `end()`; a write
 /// from a `Slice` sends from `begin()` up to the end of the initialized bytes within the range.
+///
+/// A read into a slice that starts beyond the buffer's initialized length (say
+/// `Vec::with_capacity(20).slice(10..20)`) cannot extend that length: the bytes between it and
+/// `begin()` were never written, so they cannot be counted as initialized. The read still returns
+/// how many bytes it took, but the underlying `Vec` does not show them: read into slices that
+/// start within the initialized bytes (or at their end).
 #[derive(Debug)]
 pub struct Slice<T> {
     buf: T,

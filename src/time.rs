@@ -332,7 +332,7 @@ impl Interval {
             return Poll::Pending;
         }
         let due = self.next;
-        self.next = due + self.period;
+        self.next = due.checked_add(self.period).unwrap_or_else(far_future);
         self.sleep.reset(self.next);
         Poll::Ready(due)
     }

@@ -25,6 +25,12 @@ const CANCEL_TAG: u64 = u64::MAX - 1;
 /// An `IORING_OP_CLOSE` for an fd nobody holds any more.
 const CLOSE_TAG: u64 = u64::MAX - 2;
 
+/// What an op whose slot was leaked by a failed shutdown drain completes with.
+const LOST: Completion = Completion {
+    result: -libc::ECANCELED,
+    flags: 0,
+};
+
 struct Entry {
     generation: u32,
     state: State,
@@ -76,6 +82,8 @@ pub(crate) struct Driver {
     /// Set when the eventfd read completed: the runtime then drains its remote queue.
     pub(crate) woken_remotely: bool,
     shut_down: bool,
+    /// The shutdown drain failed and every slot's data was leaked.
+    drain_failed: bool,
     stats: DriverStats,
     /// Whether the ring has a registered-file table (the kernel may refuse to set one up).
     has_fixed_files: bool,
@@ -98,6 +106,7 @@ impl Driver {
             wake_armed: false,
             woken_remotely: false,
             shut_down: false,
+            drain_failed: false,
             stats: DriverStats::default(),
             has_fixed_files: false,
             free_fixed_files: Vec::new(),
@@ -229,17 +238,22 @@ impl Driver {
         self.backlog.push_back(entry);
     }
 
-    fn entry_mut(&mut self, user_data: u64) -> &mut Entry {
+    /// The op's slot. `None` only after a shutdown whose drain failed and leaked every slot.
+    fn entry_mut(&mut self, user_data: u64) -> Option<&mut Entry> {
         let key = user_data as u32 as usize;
+        let leaked = self.drain_failed;
         match self.slots.get_mut(key) {
-            Some(e) if e.generation == (user_data >> 32) as u32 => e,
+            Some(e) if e.generation == (user_data >> 32) as u32 => Some(e),
+            _ if leaked => None,
             _ => unreachable!("op {user_data:#x} has no live slot"),
         }
     }
 
     /// Polls a single-shot op for its completion.
     pub(crate) fn poll_op(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<Completion> {
-        let entry = self.entry_mut(user_data);
+        let Some(entry) = self.entry_mut(user_data) else {
+            return Poll::Ready(LOST);
+        };
         match &mut entry.state {
             State::Completed(c) => {
                 let c = *c;
@@ -261,7 +275,9 @@ impl Driver {
         user_data: u64,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Completion>> {
-        let entry = self.entry_mut(user_data);
+        let Some(entry) = self.entry_mut(user_data) else {
+            return Poll::Ready(None);
+        };
         match &mut entry.state {
             // The first completion was also the last one (the op ended at once).
             State::Completed(c) => {
@@ -300,11 +316,16 @@ impl Driver {
     /// drop once the driver is no longer borrowed (its drop may submit a close).
     pub(crate) fn abandon(&mut self, user_data: u64, orphan: Orphan) -> Option<Orphan> {
         let returns_fd = orphan.returns_fd;
-        let entry = self.entry_mut(user_data);
+        let cancellable = orphan.cancellable;
+        let Some(entry) = self.entry_mut(user_data) else {
+            // The kernel may still write into this data: leak it rather than free it (INV-ring).
+            std::mem::forget(orphan);
+            return None;
+        };
         match entry.state.abandon(orphan) {
             Abandon::Cancel(unclaimed) => {
                 discard(returns_fd, &unclaimed);
-                if !self.shut_down {
+                if !self.shut_down && cancellable {
                     self.cancel(user_data);
                 }
                 None
@@ -483,11 +504,11 @@ impl Driver {
         let live: Vec<u64> = self
             .slots
             .iter()
-            .filter(|(_, e)| {
-                matches!(
-                    e.state,
-                    State::Waiting(_) | State::Abandoned(_) | State::Streaming { ended: false, .. }
-                )
+            .filter(|(_, e)| match &e.state {
+                State::Waiting(_) | State::Streaming { ended: false, .. } => true,
+                // An abandoned close is left to finish (see `OpCode::CANCELLABLE`).
+                State::Abandoned(orphan) => orphan.cancellable,
+                _ => false,
             })
             .map(|(k, e)| k as u64 | (e.generation as u64) << 32)
             .collect();
@@ -509,6 +530,7 @@ impl Driver {
                     "uring: cannot drain the ring at shutdown ({e}); leaking in-flight buffers"
                 );
                 std::mem::forget(std::mem::take(&mut self.slots));
+                self.drain_failed = true;
                 break;
             }
             waited += step;

@@ -43,6 +43,8 @@ pub(crate) struct Orphan {
     pub data: Option<Box<dyn Any>>,
     /// The op's successful results are new file descriptors that nobody will claim.
     pub returns_fd: bool,
+    /// Whether to cancel the op (see `OpCode::CANCELLABLE`).
+    pub cancellable: bool,
 }
 
 pub(crate) enum State {
@@ -116,6 +118,7 @@ impl State {
                         orphan.data.take()
                     },
                     returns_fd: orphan.returns_fd,
+                    cancellable: orphan.cancellable,
                 };
                 if c.has_more() {
                     Event::Nothing(orphan, c)
@@ -161,6 +164,7 @@ mod tests {
         Orphan {
             data: Some(Box::new(vec![1u8, 2, 3])),
             returns_fd: false,
+            cancellable: true,
         }
     }
 

@@ -90,25 +90,41 @@ impl File {
     /// Reads into `buf` from file offset `pos`, filling from the buffer's start up to its
     /// capacity (`IORING_OP_READ`); returns how many bytes were read: 0 at or past the end of
     /// the file, which is not an error.
+    ///
+    /// A `pos` beyond `i64::MAX` is `InvalidInput` (the kernel reads `-1` as "the cursor").
     pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_pos(pos) {
+            return (Err(e), buf);
+        }
         rw::read(&self.fd, buf, pos).await
     }
 
     /// Writes the buffer's initialized bytes at file offset `pos` (`IORING_OP_WRITE`); returns
     /// how many were written, possibly fewer.
+    ///
+    /// A `pos` beyond `i64::MAX` is `InvalidInput`.
     pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
+        if let Err(e) = check_pos(pos) {
+            return (Err(e), buf);
+        }
         rw::write(&self.fd, buf, pos).await
     }
 
     /// Reads into the buffers in order from offset `pos` (`IORING_OP_READV`), each filled up to
     /// its capacity before the next; returns the total read.
     pub async fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        if let Err(e) = check_pos(pos) {
+            return (Err(e), bufs);
+        }
         rw::readv(&self.fd, bufs, pos).await
     }
 
     /// Writes the buffers' initialized bytes in order at offset `pos` (`IORING_OP_WRITEV`);
     /// returns the total written, possibly fewer.
     pub async fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, pos: u64) -> BufResult<usize, Vec<B>> {
+        if let Err(e) = check_pos(pos) {
+            return (Err(e), bufs);
+        }
         rw::writev(&self.fd, bufs, pos).await
     }
 
@@ -124,7 +140,7 @@ impl File {
         let mut buf = buf;
         while done < total {
             let (res, slice) = self
-                .read_at(buf.slice(done..total), pos + done as u64)
+                .read_at(buf.slice(done..total), pos.saturating_add(done as u64))
                 .await;
             buf = slice.into_inner();
             match res {
@@ -153,7 +169,7 @@ impl File {
         let mut buf = buf;
         while done < total {
             let (res, slice) = self
-                .write_at(buf.slice(done..total), pos + done as u64)
+                .write_at(buf.slice(done..total), pos.saturating_add(done as u64))
                 .await;
             buf = slice.into_inner();
             match res {
@@ -236,4 +252,16 @@ impl From<std::fs::File> for File {
     fn from(file: std::fs::File) -> File {
         File::from_std(file)
     }
+}
+
+/// Positions are `i64` (`loff_t`) for the kernel, and `-1` means "the file's cursor": a
+/// positional method must never pass one beyond `i64::MAX`.
+fn check_pos(pos: u64) -> io::Result<()> {
+    if pos > i64::MAX as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("file position {pos} is beyond the largest file offset (i64::MAX)"),
+        ));
+    }
+    Ok(())
 }

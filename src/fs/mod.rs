@@ -46,6 +46,16 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+/// Grows `buf` by `more` bytes of capacity, or fails with `OutOfMemory`.
+fn reserve(buf: &mut Vec<u8>, more: usize) -> io::Result<()> {
+    buf.try_reserve_exact(more).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot hold the file in memory: {e}"),
+        )
+    })
+}
+
 /// The chunk size [`read`] and [`copy`] move per operation.
 const CHUNK: usize = 1 << 20;
 
@@ -69,10 +79,13 @@ pub async fn read(path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
     let file = File::open(path).await?;
     let size = file.metadata().await?.len() as usize;
     // One more byte than the size, so a file that did not grow ends with one read returning 0.
-    let mut buf = Vec::with_capacity(size.saturating_add(1).max(64));
+    // Fallible: a huge (or sparse) file is an OutOfMemory error, not an abort.
+    let mut buf = Vec::new();
+    reserve(&mut buf, size.saturating_add(1).max(64))?;
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.capacity().min(CHUNK * 16));
+            let more = buf.capacity().min(CHUNK * 16);
+            reserve(&mut buf, more)?;
         }
         let start = buf.len();
         let (res, slice) = file.read_at(buf.slice(start..), start as u64).await;

@@ -56,7 +56,14 @@ pub struct AcceptBackoff {
     max: Duration,
     next: Duration,
     pauses: u64,
+    /// Per-connection errors in a row: a "per-connection" error that repeats (an LSM denying
+    /// every accept before it takes the connection) is treated as a resource error, so the loop
+    /// pauses instead of spinning.
+    connection_errors: u32,
 }
+
+/// Per-connection errors in a row after which the backoff pauses as for a resource error.
+const CONNECTION_ERRORS_BEFORE_PAUSE: u32 = 64;
 
 impl Default for AcceptBackoff {
     fn default() -> AcceptBackoff {
@@ -74,6 +81,7 @@ impl AcceptBackoff {
             max: max.max(min),
             next: min,
             pauses: 0,
+            connection_errors: 0,
         }
     }
 
@@ -112,12 +120,19 @@ impl AcceptBackoff {
     ///
     /// Gives `e` back if it is fatal for the listener ([`AcceptErrorKind::Fatal`]).
     pub async fn on_error(&mut self, e: io::Error) -> io::Result<()> {
-        match AcceptBackoff::classify(&e) {
+        let mut kind = AcceptBackoff::classify(&e);
+        if kind == AcceptErrorKind::Connection {
+            self.connection_errors = self.connection_errors.saturating_add(1);
+            if self.connection_errors >= CONNECTION_ERRORS_BEFORE_PAUSE {
+                kind = AcceptErrorKind::Resource;
+            }
+        }
+        match kind {
             AcceptErrorKind::Connection => Ok(()),
             AcceptErrorKind::Fatal => Err(e),
             AcceptErrorKind::Resource => {
                 let pause = self.next;
-                self.next = (self.next * 2).min(self.max);
+                self.next = self.next.saturating_mul(2).min(self.max);
                 self.pauses += 1;
                 crate::time::sleep(pause).await;
                 Ok(())
@@ -128,6 +143,7 @@ impl AcceptBackoff {
     /// Records a successful accept: the next resource error pauses `min` again.
     pub fn on_success(&mut self) {
         self.next = self.min;
+        self.connection_errors = 0;
     }
 
     /// The pause the next resource error will cause.

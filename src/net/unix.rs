@@ -15,6 +15,20 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
 
+/// The socket address of a Unix path. A path with a NUL byte inside is `InvalidInput`, as in std:
+/// the kernel would stop at the NUL and use a different path. (A leading NUL is an abstract name.)
+fn unix_sockaddr(path: &Path) -> io::Result<SockAddr> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.first() != Some(&0) && bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "paths must not contain interior null bytes",
+        ));
+    }
+    SockAddr::unix(path)
+}
+
 /// A Unix-domain stream socket listening for connections.
 ///
 /// ```
@@ -52,7 +66,7 @@ impl UnixListener {
     ///
     /// [`io::ErrorKind::AddrInUse`] if the path exists; `ENOENT`, `EACCES` and the like.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
-        let addr = SockAddr::unix(path)?;
+        let addr = unix_sockaddr(path.as_ref())?;
         Ok(UnixListener {
             socket: Socket::listen(&addr, false)?,
         })
@@ -152,7 +166,7 @@ impl UnixStream {
     /// `ENOENT` if there is no such socket, [`io::ErrorKind::ConnectionRefused`] if nothing
     /// listens on it.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        let addr = SockAddr::unix(path)?;
+        let addr = unix_sockaddr(path.as_ref())?;
         let socket = Socket::new(Domain::UNIX, Type::STREAM)?;
         socket.connect(addr).await?;
         Ok(UnixStream { socket })
@@ -439,7 +453,7 @@ impl UnixDatagram {
     /// [`io::ErrorKind::AddrInUse`] if the path exists, and the like.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
         Ok(UnixDatagram {
-            socket: Socket::bind(&SockAddr::unix(path)?, Type::DGRAM)?,
+            socket: Socket::bind(&unix_sockaddr(path.as_ref())?, Type::DGRAM)?,
         })
     }
 
@@ -489,12 +503,12 @@ impl UnixDatagram {
     ///
     /// `ENOENT` or `ECONNREFUSED` if nothing is bound at `path`.
     pub async fn connect(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        self.socket.connect(SockAddr::unix(path)?).await
+        self.socket.connect(unix_sockaddr(path.as_ref())?).await
     }
 
     /// Sends the buffer's initialized bytes as one datagram to the socket at `path`.
     pub async fn send_to<B: IoBuf>(&self, buf: B, path: impl AsRef<Path>) -> BufResult<usize, B> {
-        match SockAddr::unix(path) {
+        match unix_sockaddr(path.as_ref()) {
             Ok(addr) => self.socket.send_to(buf, &addr).await,
             Err(e) => (Err(e), buf),
         }

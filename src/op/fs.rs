@@ -287,6 +287,8 @@ struct Close {
 
 // SAFETY: the SQE holds no pointers; it names `fd`, which `self` owns until the kernel closes it.
 unsafe impl OpCode for Close {
+    const CANCELLABLE: bool = false;
+
     fn create_entry(&mut self) -> squeue::Entry {
         self.handed_over = true;
         opcode::Close::new(types::Fd(self.fd)).build()
@@ -315,9 +317,9 @@ pub(crate) async fn close(fd: RawFd) -> io::Result<()> {
     .await;
     match cqe_result(c) {
         // Only a runtime shutting down answers a close this way: the SQE never reached the
-        // kernel, so close the fd here.
+        // kernel, or the shutdown's cancel removed it before it ran; close the fd here.
         Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-            // SAFETY: the kernel never saw the close; the fd is still ours.
+            // SAFETY: the kernel did not run the close; the fd is still ours.
             cvt(unsafe { libc::close(fd) }).map(|_| ())
         }
         other => other.map(|_| ()),

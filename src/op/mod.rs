@@ -27,6 +27,11 @@ pub(crate) unsafe trait OpCode: 'static {
     /// Whether a successful result is a new fd (accept, open): an unclaimed one is closed.
     const RETURNS_FD: bool = false;
 
+    /// Whether dropping the op in flight should cancel it. Not for a close: a close the kernel
+    /// handed to a worker (files with a flush hook) and a cancel then removed would leave the fd
+    /// open with nobody to close it.
+    const CANCELLABLE: bool = true;
+
     /// Builds the SQE. Called once, when the op is first polled and `self` no longer moves
     /// before submission.
     fn create_entry(&mut self) -> squeue::Entry;
@@ -201,6 +206,7 @@ fn abandon<T: OpCode>(stage: &Stage, data: Option<T>) {
         let orphan = Orphan {
             data: data.map(|d| Box::new(d) as Box<dyn std::any::Any>),
             returns_fd: T::RETURNS_FD,
+            cancellable: T::CANCELLABLE,
         };
         let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
         // Dropped after the borrow ends: the data may hold an fd whose drop submits a close.
