@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -100,21 +100,38 @@ pub(crate) fn schedule_local(task: TaskRef) -> Option<TaskRef> {
 /// Every live runtime's remote part, by id: how a waker on another thread finds the queue of the
 /// task's runtime without each task carrying an `Arc` (which would cost every spawn an atomic
 /// increment and 8 bytes).
-static REMOTES: Mutex<Vec<(u32, Arc<Remote>)>> = Mutex::new(Vec::new());
-static NEXT_RUNTIME_ID: AtomicU32 = AtomicU32::new(1);
+/// A runtime's id is its index here; a 16-bit id keeps the task header at 16 bytes.
+static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
 
 /// The remote part of runtime `id`, if it is still running.
-pub(crate) fn remote_of(id: u32) -> Option<Arc<Remote>> {
+pub(crate) fn remote_of(id: u16) -> Option<Arc<Remote>> {
     let remotes = REMOTES.lock().unwrap_or_else(|p| p.into_inner());
-    remotes
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map(|(_, r)| r.clone())
+    remotes.get(id as usize).and_then(|r| r.clone())
+}
+
+/// Registers a new runtime's remote part and returns its id: the lowest free one.
+fn register_remote(remote: Arc<Remote>) -> io::Result<u16> {
+    let mut remotes = REMOTES.lock().unwrap_or_else(|p| p.into_inner());
+    let id = match remotes.iter().position(Option::is_none) {
+        Some(free) => free,
+        None => {
+            remotes.push(None);
+            remotes.len() - 1
+        }
+    };
+    let Ok(id16) = u16::try_from(id) else {
+        remotes.truncate(id);
+        return Err(io::Error::other(
+            "too many uring runtimes at once in this process (at most 65536)",
+        ));
+    };
+    remotes[id] = Some(remote);
+    Ok(id16)
 }
 
 /// A runtime's state, shared by everything running on it through the thread-local context.
 pub(crate) struct Handle {
-    pub(crate) id: u32,
+    pub(crate) id: u16,
     pub(crate) driver: RefCell<Driver>,
     pub(crate) timers: RefCell<Timers>,
     pub(crate) remote: Arc<Remote>,
@@ -304,11 +321,7 @@ impl Builder {
             closed: AtomicBool::new(false),
             eventfd,
         });
-        let id = NEXT_RUNTIME_ID.fetch_add(1, Ordering::Relaxed);
-        REMOTES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, remote.clone()));
+        let id = register_remote(remote.clone())?;
         Ok(Runtime {
             handle: Rc::new(Handle {
                 id,
@@ -430,10 +443,13 @@ impl Drop for Runtime {
         self.handle.driver.borrow_mut().shut_down(&mut orphans);
         drop(orphans);
         let remote = &self.handle.remote;
-        REMOTES
+        // The id is free for the next runtime from here on (see the task header's `runtime`).
+        let unregistered = REMOTES
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _)| *id != self.handle.id);
+            .get_mut(self.handle.id as usize)
+            .and_then(|r| r.take());
+        drop(unregistered);
         let late = {
             let mut q = remote.queue.lock().unwrap_or_else(|p| p.into_inner());
             remote.closed.store(true, Ordering::Release);

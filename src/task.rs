@@ -62,7 +62,7 @@ impl TaskRef {
     }
 
     /// The id of the runtime the task belongs to.
-    pub(crate) fn runtime(&self) -> u32 {
+    pub(crate) fn runtime(&self) -> u16 {
         self.header().runtime
     }
 }
@@ -96,7 +96,10 @@ struct Header {
     scheduled: AtomicBool,
     flags: AtomicU8,
     /// The runtime the task belongs to (see `runtime::remote_of` for waking it from elsewhere).
-    runtime: u32,
+    /// Ids are reused after a runtime is gone; a stale wake of a task of a dead runtime then
+    /// reaches another runtime, which finds the task complete (shutdown marked it so) and drops
+    /// the reference without touching the task.
+    runtime: u16,
     /// The task's key in the runtime's owned table, valid while `OWNED` is set. Only touched on
     /// the runtime thread; an atomic so the header stays `Sync` without unsafe.
     owned_key: AtomicU32,
@@ -561,5 +564,15 @@ where
     JoinHandle {
         task: Task::into_task_ref(task),
         _output: PhantomData,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The header's size decides how many tasks fit a cache line and a malloc size class: a
+    /// million tiny tasks are memory-bound (docs/benchmarks.md).
+    #[test]
+    fn task_header_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<super::Header>(), 16);
     }
 }
