@@ -8,6 +8,7 @@
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
+use crate::op::rw::set_init_vectored;
 use crate::op::{cqe_result, MultiOp, Op, OpCode};
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
@@ -417,13 +418,8 @@ pub(crate) async fn recv_vectored<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        let mut left = n as usize;
-        for b in op.bufs.iter_mut() {
-            let here = left.min(b.bytes_total());
-            // SAFETY: the kernel filled the buffers in order; `here` bytes of this one.
-            unsafe { b.set_init(here) };
-            left -= here;
-        }
+        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
+        unsafe { set_init_vectored(&mut op.bufs, n as usize) };
         n as usize
     });
     (res, op.bufs)

@@ -123,13 +123,8 @@ pub(crate) async fn readv<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        let mut left = n as usize;
-        for b in op.bufs.iter_mut() {
-            let here = left.min(b.bytes_total());
-            // SAFETY: the kernel filled the buffers in order; `here` bytes of this one.
-            unsafe { b.set_init(here) };
-            left -= here;
-        }
+        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
+        unsafe { set_init_vectored(&mut op.bufs, n as usize) };
         n as usize
     });
     (res, op.bufs)
@@ -180,4 +175,20 @@ pub(crate) async fn writev<B: IoBuf>(
     })
     .await;
     (cqe_result(c).map(|n| n as usize), op.bufs)
+}
+
+/// Marks the first `n` bytes of a vectored read as initialized: each buffer is filled to its
+/// capacity before the next.
+///
+/// # Safety
+///
+/// The kernel must have written `n` bytes into `bufs`, in order (a `READV` or `RECVMSG` result).
+pub(crate) unsafe fn set_init_vectored<B: IoBufMut>(bufs: &mut [B], n: usize) {
+    let mut left = n;
+    for b in bufs {
+        let here = left.min(b.bytes_total());
+        // SAFETY: the caller guarantees the buffers were filled in order; `here` bytes of this one.
+        unsafe { b.set_init(here) };
+        left -= here;
+    }
 }
