@@ -2,19 +2,22 @@
 //!
 //! INV-fd: an op keeps a clone of the `SharedFd` of every fd in its SQE until its final CQE (in
 //! its data, which an abandoned slot keeps), so the fd is closed only after the kernel is done
-//! with it and its number cannot be reused under an op. The same holds for a file's slot in the
+//! with it and its number cannot be reused under an op. The last clone to go closes the fd at
+//! once, with a plain `close(2)`: when the owner drops it with no op in flight, before the drop
+//! returns (so a dropped listener's address can be bound again at once, and a peer sees end of
+//! stream at once); when the last op's data goes, in the loop turn that reaped its final CQE. The same holds for a file's slot in the
 //! ring's registered-file table: the slot belongs to the `SharedFd` and is freed only when its
 //! last clone drops, so no op in flight can name a slot that meanwhile holds another file.
 
 use crate::driver::Registration;
-use crate::runtime::Handle;
+use crate::runtime::{context, RuntimeState};
 use io_uring::{squeue, types};
 use std::cell::RefCell;
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 
-/// An owned fd, closed through the ring (without blocking the loop) when the last clone drops.
+/// An owned fd, closed when the last clone drops.
 #[derive(Clone)]
 pub(crate) struct SharedFd(Rc<FdInner>);
 
@@ -42,19 +45,19 @@ struct FixedSlot {
     slot: u32,
     /// The runtime whose ring holds the table. Weak: a file may outlive its runtime, and then
     /// the table is gone with the ring and there is nothing to free.
-    runtime: Weak<Handle>,
+    runtime: Weak<RuntimeState>,
 }
 
 impl Drop for FixedSlot {
     fn drop(&mut self) {
-        let Some(handle) = self.runtime.upgrade() else {
+        let Some(state) = self.runtime.upgrade() else {
             return;
         };
         // The driver is borrowed only if it dropped an fd while borrowed, which it avoids
         // (orphans are dropped after the borrow ends). Then the slot stays taken: never reused,
         // so no op can name the wrong file, and the table keeps the file open until the ring
         // is closed.
-        let borrowed = handle.driver.try_borrow_mut();
+        let borrowed = state.driver.try_borrow_mut();
         if let Ok(mut d) = borrowed {
             d.release_fixed_file(self.slot);
         }
@@ -111,7 +114,10 @@ impl SharedFd {
             Fixed::Registered(s) => {
                 // Only the ring that holds the table knows the slot: on another runtime (a file
                 // carried from one runtime to the next) use the fd.
-                if Handle::try_with(|h| std::ptr::eq(h, s.runtime.as_ptr())) == Some(true) {
+                let here = context::with_current(|c| {
+                    c.is_some_and(|c| std::ptr::eq(c, s.runtime.as_ptr()))
+                });
+                if here {
                     fixed_target(s.slot)
                 } else {
                     plain
@@ -122,19 +128,19 @@ impl SharedFd {
                 plain
             }
             Fixed::Unregistered { .. } => {
-                let Some(handle) = Handle::try_with(|_| Handle::current()) else {
+                let Some(state) = context::try_current() else {
                     return plain;
                 };
                 // Borrowed only if an fd is used from inside the driver, which does not happen;
                 // then simply try again at the next op.
-                let Ok(mut driver) = handle.driver.try_borrow_mut() else {
+                let Ok(mut driver) = state.driver.try_borrow_mut() else {
                     return plain;
                 };
                 match driver.register_fixed_file(self.0.fd) {
                     Registration::Slot(slot) => {
                         *fixed = Fixed::Registered(FixedSlot {
                             slot,
-                            runtime: Rc::downgrade(&handle),
+                            runtime: Rc::downgrade(&state),
                         });
                         fixed_target(slot)
                     }
@@ -152,7 +158,6 @@ impl SharedFd {
 
     /// Gives the fd back to the caller if no op holds it any more; otherwise returns `self`.
     /// A registered slot is freed first.
-    #[allow(dead_code)]
     pub(crate) fn try_unwrap(self) -> Result<RawFd, SharedFd> {
         match Rc::try_unwrap(self.0) {
             Ok(inner) => {
@@ -163,21 +168,6 @@ impl SharedFd {
                 Ok(fd)
             }
             Err(rc) => Err(SharedFd(rc)),
-        }
-    }
-
-    /// How many handles (owner and in-flight ops) hold the fd.
-    #[allow(dead_code)]
-    pub(crate) fn holders(&self) -> usize {
-        Rc::strong_count(&self.0)
-    }
-
-    /// The slot this fd holds in the current runtime's registered-file table, if any.
-    #[allow(dead_code)]
-    pub(crate) fn fixed_slot(&self) -> Option<u32> {
-        match &*self.0.fixed.borrow() {
-            Fixed::Registered(s) => Some(s.slot),
-            _ => None,
         }
     }
 }
@@ -203,20 +193,11 @@ impl fmt::Debug for SharedFd {
 
 impl Drop for FdInner {
     fn drop(&mut self) {
-        let fd = self.fd;
-        let queued = Handle::try_with(|h| match h.driver.try_borrow_mut() {
-            Ok(mut d) => {
-                d.close(fd);
-                true
-            }
-            Err(_) => false,
-        });
-        if queued != Some(true) {
-            // No runtime on this thread (or it is busy): a plain close. Closing a socket or
-            // file does not block unless SO_LINGER says so.
-            // SAFETY: this handle owned `fd` and no op holds it any more (INV-fd).
-            unsafe { libc::close(fd) };
-        }
+        // A plain close: no op holds the fd any more (INV-fd), and closing a socket or a local
+        // file does not block (unless SO_LINGER says so). A file on a network filesystem may
+        // flush on close; `File::close` closes through the ring for that.
+        // SAFETY: this handle owned `fd` and no op holds it any more (INV-fd).
+        unsafe { libc::close(self.fd) };
         // `fixed` drops after this, freeing the table slot (the table holds its own reference
         // to the file, so the order of the two does not matter).
     }

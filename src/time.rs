@@ -9,140 +9,25 @@
 //! A sleep never ends early: it completes only once `Instant::now()` (the same monotonic clock
 //! the kernel waits on) has reached its deadline.
 
-use crate::runtime::Handle;
-use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use crate::runtime::context;
+use crate::runtime::timers::TimerKey;
+use crate::runtime::RuntimeState;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-struct TimerEntry {
-    deadline: Instant,
-    seq: u64,
-    waker: Option<Waker>,
-    fired: bool,
-}
-
-/// The runtime's timer table.
-#[derive(Default)]
-pub(crate) struct Timers {
-    /// (deadline, sequence, key). Entries whose timer was removed stay until they surface.
-    heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    entries: Slab<TimerEntry>,
-    seq: u64,
-}
-
-impl Timers {
-    fn insert(&mut self, deadline: Instant, waker: Waker) -> (usize, u64) {
-        self.seq += 1;
-        let seq = self.seq;
-        let key = self.entries.insert(TimerEntry {
-            deadline,
-            seq,
-            waker: Some(waker),
-            fired: false,
-        });
-        self.heap.push(Reverse((deadline, seq, key)));
-        (key, seq)
-    }
-
-    /// Whether the timer fired; otherwise records the waker.
-    ///
-    /// # Panics
-    ///
-    /// If the timer is gone because its runtime shut down.
-    fn poll(&mut self, key: usize, seq: u64, cx: &Context<'_>) -> bool {
-        let e = match self.entries.get_mut(key) {
-            Some(e) if e.seq == seq => e,
-            _ => panic!("a uring sleep was polled after its runtime shut down"),
-        };
-        if e.fired {
-            return true;
-        }
-        match &e.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => e.waker = Some(cx.waker().clone()),
-        }
-        false
-    }
-
-    /// Removes a timer; nothing happens if its runtime already cleared it.
-    fn remove(&mut self, key: usize, seq: u64) {
-        if !self.is_entry(key, seq) {
-            return;
-        }
-        let e = self.entries.remove(key);
-        drop(e);
-        // Removed timers leave stale heap entries; rebuild before they dominate the heap.
-        if self.heap.len() > 64 + 2 * self.entries.len() {
-            self.heap = self
-                .entries
-                .iter()
-                .filter(|(_, e)| !e.fired)
-                .map(|(k, e)| Reverse((e.deadline, e.seq, k)))
-                .collect();
-        }
-    }
-
-    fn is_entry(&self, key: usize, seq: u64) -> bool {
-        matches!(self.entries.get(key), Some(e) if e.seq == seq)
-    }
-
-    fn is_live(&self, seq: u64, key: usize) -> bool {
-        matches!(self.entries.get(key), Some(e) if e.seq == seq && !e.fired)
-    }
-
-    /// How long the loop may wait before the earliest live timer is due.
-    pub(crate) fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
-        while let Some(Reverse((deadline, seq, key))) = self.heap.peek().copied() {
-            if self.is_live(seq, key) {
-                return Some(deadline.saturating_duration_since(now));
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// Marks every timer whose deadline has passed as fired and collects its waker.
-    pub(crate) fn fire_expired(&mut self, wakers: &mut Vec<Waker>) {
-        if self.heap.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        while let Some(Reverse((deadline, seq, key))) = self.heap.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.heap.pop();
-            if self.is_live(seq, key) {
-                let e = &mut self.entries[key];
-                e.fired = true;
-                if let Some(w) = e.waker.take() {
-                    wakers.push(w);
-                }
-            }
-        }
-    }
-
-    /// Forgets every timer (the runtime is shutting down).
-    pub(crate) fn clear(&mut self) {
-        let entries = std::mem::take(&mut self.entries);
-        self.heap.clear();
-        drop(entries);
-    }
-}
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
 ///
-/// Dropping it removes its timer.
+/// Dropping it removes its timer. A sleep whose runtime has shut down completes at once when
+/// polled, as an op whose runtime is gone completes at once with `ECANCELED`: the wait is over,
+/// there is nothing left to wait with.
 pub struct Sleep {
     deadline: Instant,
-    /// The runtime, slot and sequence number of the registered timer.
-    timer: Option<(Rc<Handle>, usize, u64)>,
+    /// The runtime and key of the registered timer, once polled.
+    timer: Option<(Rc<RuntimeState>, TimerKey)>,
 }
 
 impl Sleep {
@@ -156,15 +41,25 @@ impl Sleep {
         Instant::now() >= self.deadline
     }
 
-    /// Moves the deadline; the sleep is pending again until the new one.
+    /// Moves the deadline; the sleep is pending again until the new one. The waker of the last
+    /// poll is kept, so a task may reset a pending sleep and return `Pending` without polling
+    /// it again: it is woken at the new deadline (as with tokio's `Sleep::reset`).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// uring::run(async {
+    ///     let mut sleep = uring::time::sleep(Duration::from_secs(3600));
+    ///     sleep.reset(Instant::now() + Duration::from_millis(1));
+    ///     sleep.await;
+    /// });
+    /// ```
     pub fn reset(&mut self, deadline: Instant) {
-        self.unregister();
         self.deadline = deadline;
-    }
-
-    fn unregister(&mut self) {
-        if let Some((handle, key, seq)) = self.timer.take() {
-            handle.timers.borrow_mut().remove(key, seq);
+        if let Some((state, key)) = &mut self.timer {
+            // A timer that is gone (its runtime shut down) stays gone: polls report it done.
+            if let Some(moved) = state.timers.borrow_mut().reset(*key, deadline) {
+                *key = moved;
+            }
         }
     }
 }
@@ -173,9 +68,8 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some((handle, key, seq)) = &self.timer {
-            if handle.timers.borrow_mut().poll(*key, *seq, cx) {
-                self.unregister();
+        if let Some((state, key)) = &self.timer {
+            if state.timers.borrow_mut().poll(*key, cx) {
                 return Poll::Ready(());
             }
             return Poll::Pending;
@@ -183,19 +77,21 @@ impl Future for Sleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        let handle = Handle::current();
-        let (key, seq) = handle
+        let state = context::current();
+        let key = state
             .timers
             .borrow_mut()
             .insert(self.deadline, cx.waker().clone());
-        self.timer = Some((handle, key, seq));
+        self.timer = Some((state, key));
         Poll::Pending
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        self.unregister();
+        if let Some((state, key)) = self.timer.take() {
+            state.timers.borrow_mut().remove(key);
+        }
     }
 }
 

@@ -1,14 +1,20 @@
 //! The ring and the table of in-flight operations.
 //!
 //! Every op lives in a slot of a slab from the moment its SQE is queued until its final CQE; the
-//! SQE's `user_data` is the slot key plus a generation. A few `user_data` values at the top of the
-//! range are reserved for the driver's own fire-and-forget SQEs (cancels, closes, the wake read).
+//! SQE's `user_data` names the slot and the op in it ([`UserData`]). A few `user_data` values at
+//! the top of the range are reserved for the driver's own SQEs (cancels, the wake read).
 
+mod fixed;
 mod setup;
 pub(crate) mod slot;
+mod user_data;
 
+pub(crate) use fixed::Registration;
+pub(crate) use setup::opcode_supported;
 pub use setup::RingSetup;
+pub(crate) use user_data::UserData;
 
+use fixed::FixedFiles;
 use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 use slot::{Abandon, Completion, Event, Orphan, State};
@@ -16,16 +22,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The read on the runtime's eventfd that wakes a loop blocked in `io_uring_enter`.
-const WAKE_TAG: u64 = u64::MAX;
-/// An `IORING_OP_ASYNC_CANCEL` for an abandoned op.
-const CANCEL_TAG: u64 = u64::MAX - 1;
-/// An `IORING_OP_CLOSE` for an fd nobody holds any more.
-const CLOSE_TAG: u64 = u64::MAX - 2;
-
-/// What an op whose slot was leaked by a failed shutdown drain completes with.
+/// What an op whose slot was leaked by a shutdown drain completes with.
 const LOST: Completion = Completion {
     result: -libc::ECANCELED,
     flags: 0,
@@ -33,6 +32,9 @@ const LOST: Completion = Completion {
 
 struct Entry {
     generation: u32,
+    /// For a multishot op, how many unclaimed completions may queue before the op is stopped
+    /// (0: no limit).
+    queue_limit: usize,
     state: State,
 }
 
@@ -52,20 +54,6 @@ pub struct DriverStats {
     pub fixed_files_in_use: u64,
 }
 
-/// What became of a request for a slot in the registered-file table.
-pub(crate) enum Registration {
-    /// The fd is in this slot now.
-    Slot(u32),
-    /// Every slot is taken; one may be free later.
-    Full,
-    /// No table (the kernel refused to set one up, or the runtime shut down), or the kernel
-    /// refused this fd: asking again would not help.
-    Refused,
-}
-
-/// The size of the registered-file table (capped by `RLIMIT_NOFILE`, which the kernel enforces).
-const FIXED_FILE_SLOTS: u32 = 4096;
-
 pub(crate) struct Driver {
     ring: IoUring,
     setup: RingSetup,
@@ -73,8 +61,8 @@ pub(crate) struct Driver {
     /// SQEs that did not fit in the submission queue, in order. They count as in flight already.
     backlog: VecDeque<squeue::Entry>,
     generation: u32,
-    /// Cancels and closes the kernel has not completed yet.
-    reserved_in_flight: usize,
+    /// Cancels the kernel has not completed yet.
+    cancels_in_flight: usize,
     wake_fd: RawFd,
     /// Where the eventfd read lands. Boxed: the kernel writes here while the read is armed.
     wake_buf: Box<u64>,
@@ -82,36 +70,32 @@ pub(crate) struct Driver {
     /// Set when the eventfd read completed: the runtime then drains its remote queue.
     pub(crate) woken_remotely: bool,
     shut_down: bool,
-    /// The shutdown drain failed and every slot's data was leaked.
-    drain_failed: bool,
+    /// The shutdown drain gave up and leaked the data of the ops the kernel still held.
+    drain_gave_up: bool,
     stats: DriverStats,
-    /// Whether the ring has a registered-file table (the kernel may refuse to set one up).
-    has_fixed_files: bool,
-    /// Free slots of the ring's registered-file table.
-    free_fixed_files: Vec<u32>,
+    fixed: FixedFiles,
 }
 
 impl Driver {
     pub(crate) fn new(entries: u32, wake_fd: RawFd) -> io::Result<Driver> {
         let (ring, setup) = setup::build_ring(entries)?;
+        let fixed = FixedFiles::new(&ring);
         let mut driver = Driver {
             ring,
             setup,
             slots: Slab::with_capacity(256),
             backlog: VecDeque::new(),
             generation: 0,
-            reserved_in_flight: 0,
+            cancels_in_flight: 0,
             wake_fd,
             wake_buf: Box::new(0),
             wake_armed: false,
             woken_remotely: false,
             shut_down: false,
-            drain_failed: false,
+            drain_gave_up: false,
             stats: DriverStats::default(),
-            has_fixed_files: false,
-            free_fixed_files: Vec::new(),
+            fixed,
         };
-        driver.set_up_fixed_files();
         driver.arm_wake();
         Ok(driver)
     }
@@ -121,65 +105,21 @@ impl Driver {
     }
 
     pub(crate) fn stats(&self) -> DriverStats {
-        self.stats
-    }
-
-    /// Sets up an empty registered-file table. Without one (an old kernel, a tiny
-    /// `RLIMIT_NOFILE`), files are simply always named by their fds.
-    fn set_up_fixed_files(&mut self) {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes into the struct we pass, nothing else.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return;
+        DriverStats {
+            fixed_files_registered: self.fixed.registered,
+            fixed_files_in_use: self.fixed.in_use,
+            ..self.stats
         }
-        let slots = limit.rlim_cur.min(FIXED_FILE_SLOTS as libc::rlim_t) as u32;
-        if slots == 0 || self.ring.submitter().register_files_sparse(slots).is_err() {
-            return;
-        }
-        // Popped from the end: slot 0 first.
-        self.free_fixed_files = (0..slots).rev().collect();
-        self.has_fixed_files = true;
     }
 
     /// Puts `fd` (an open file) in a free slot of the registered-file table.
     pub(crate) fn register_fixed_file(&mut self, fd: RawFd) -> Registration {
-        if self.shut_down || !self.has_fixed_files {
-            return Registration::Refused;
-        }
-        let Some(slot) = self.free_fixed_files.pop() else {
-            return Registration::Full;
-        };
-        match self.ring.submitter().register_files_update(slot, &[fd]) {
-            Ok(1) => {
-                self.stats.fixed_files_registered += 1;
-                self.stats.fixed_files_in_use += 1;
-                Registration::Slot(slot)
-            }
-            _ => {
-                self.free_fixed_files.push(slot);
-                Registration::Refused
-            }
-        }
+        self.fixed.register(&self.ring, fd)
     }
 
-    /// Empties a slot of the registered-file table and makes it free for the next file. The
-    /// caller guarantees no op in flight names the slot (INV-fd: the slot's `SharedFd` is gone).
+    /// Empties a slot of the registered-file table (INV-fd: no op in flight names it).
     pub(crate) fn release_fixed_file(&mut self, slot: u32) {
-        self.stats.fixed_files_in_use -= 1;
-        // Dropping the table's reference to the file needs no wait for anything: the kernel
-        // keeps the file alive for any request still using it.
-        if self
-            .ring
-            .submitter()
-            .register_files_update(slot, &[-1])
-            .is_ok()
-        {
-            self.free_fixed_files.push(slot);
-        }
-        // If the kernel refused, the slot is never handed out again.
+        self.fixed.release(&self.ring, slot);
     }
 
     /// Re-arms the eventfd read that lets another thread wake this loop.
@@ -193,31 +133,41 @@ impl Driver {
             8,
         )
         .build()
-        .user_data(WAKE_TAG);
+        .user_data(UserData::WAKE.to_raw());
         self.wake_armed = true;
         self.push(entry);
     }
 
-    /// Queues an op's SQE and records its waker. Returns the op's `user_data`.
+    /// Queues an op's SQE and records its waker. A multishot op's unclaimed completions queue up
+    /// to `queue_limit` (0: no limit) before the op is cancelled (see [`Event::WakeAndStop`]).
     ///
     /// # Errors
     ///
     /// After the runtime shut down, no op is accepted.
-    pub(crate) fn submit(&mut self, entry: squeue::Entry, waker: Waker) -> io::Result<u64> {
+    pub(crate) fn submit(
+        &mut self,
+        entry: squeue::Entry,
+        waker: Waker,
+        queue_limit: usize,
+    ) -> io::Result<UserData> {
         if self.shut_down {
             return Err(io::Error::other(
                 "the uring runtime this op belongs to has shut down",
             ));
         }
-        self.generation = self.generation.wrapping_add(1);
+        self.generation = if self.generation >= UserData::MAX_GENERATION {
+            0
+        } else {
+            self.generation + 1
+        };
         let generation = self.generation;
         let key = self.slots.insert(Entry {
             generation,
+            queue_limit,
             state: State::Waiting(Some(waker)),
         });
-        let user_data = key as u64 | (generation as u64) << 32;
-        debug_assert!(user_data < CLOSE_TAG);
-        self.push(entry.user_data(user_data));
+        let user_data = UserData::new(key, generation);
+        self.push(entry.user_data(user_data.to_raw()));
         Ok(user_data)
     }
 
@@ -226,10 +176,10 @@ impl Driver {
     fn push(&mut self, entry: squeue::Entry) {
         if self.backlog.is_empty() {
             let mut sq = self.ring.submission();
-            // SAFETY: every SQE pushed here comes from an op whose data satisfies INV-heap (it
-            // stays valid until the final CQE, kept by the op or by its abandoned slot), or from
-            // the driver's own cancels, closes and wake read, whose buffer lives in `wake_buf`
-            // until the driver is drained.
+            // SAFETY: INV-heap and INV-slot: every SQE pushed here comes from an op whose data
+            // stays valid until the final CQE (kept by the op or by its abandoned slot), or is
+            // the driver's own cancel (no pointers) or wake read, whose buffer lives in
+            // `wake_buf` until the ring is drained (INV-ring).
             if unsafe { sq.push(&entry) }.is_ok() {
                 return;
             }
@@ -238,26 +188,29 @@ impl Driver {
         self.backlog.push_back(entry);
     }
 
-    /// The op's slot. `None` only after a shutdown whose drain failed and leaked every slot.
-    fn entry_mut(&mut self, user_data: u64) -> Option<&mut Entry> {
-        let key = user_data as u32 as usize;
-        let leaked = self.drain_failed;
-        match self.slots.get_mut(key) {
-            Some(e) if e.generation == (user_data >> 32) as u32 => Some(e),
-            _ if leaked => None,
-            _ => unreachable!("op {user_data:#x} has no live slot"),
+    /// The op's slot. `None` only for an op whose slot a shutdown drain gave up on.
+    fn entry_mut(&mut self, user_data: UserData) -> Option<&mut Entry> {
+        let gave_up = self.drain_gave_up;
+        match self.slots.get_mut(user_data.key()) {
+            Some(e) if e.generation == user_data.generation() => Some(e),
+            _ if gave_up => None,
+            _ => unreachable!("op {user_data:?} has no live slot"),
         }
     }
 
     /// Polls a single-shot op for its completion.
-    pub(crate) fn poll_op(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<Completion> {
+    pub(crate) fn poll_op(
+        &mut self,
+        user_data: UserData,
+        cx: &mut Context<'_>,
+    ) -> Poll<Completion> {
         let Some(entry) = self.entry_mut(user_data) else {
             return Poll::Ready(LOST);
         };
         match &mut entry.state {
             State::Completed(c) => {
                 let c = *c;
-                self.slots.remove(user_data as u32 as usize);
+                self.slots.remove(user_data.key());
                 Poll::Ready(c)
             }
             State::Waiting(waker) => {
@@ -272,7 +225,7 @@ impl Driver {
     /// which the slot is gone.
     pub(crate) fn poll_multi(
         &mut self,
-        user_data: u64,
+        user_data: UserData,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Completion>> {
         let Some(entry) = self.entry_mut(user_data) else {
@@ -282,7 +235,7 @@ impl Driver {
             // The first completion was also the last one (the op ended at once).
             State::Completed(c) => {
                 let c = *c;
-                self.slots.remove(user_data as u32 as usize);
+                self.slots.remove(user_data.key());
                 Poll::Ready(Some(c))
             }
             State::Waiting(waker) => {
@@ -293,14 +246,15 @@ impl Driver {
                 waker,
                 queue,
                 ended,
+                ..
             } => {
                 if let Some(c) = queue.pop_front() {
                     if *ended && queue.is_empty() {
-                        self.slots.remove(user_data as u32 as usize);
+                        self.slots.remove(user_data.key());
                     }
                     Poll::Ready(Some(c))
                 } else if *ended {
-                    self.slots.remove(user_data as u32 as usize);
+                    self.slots.remove(user_data.key());
                     Poll::Ready(None)
                 } else {
                     set_waker(waker, cx);
@@ -313,52 +267,35 @@ impl Driver {
 
     /// The op's future was dropped. The data the kernel may still use moves into the slot and is
     /// released only after the final CQE (INV-slot); a cancel is submitted for it. Returns data to
-    /// drop once the driver is no longer borrowed (its drop may submit a close).
-    pub(crate) fn abandon(&mut self, user_data: u64, orphan: Orphan) -> Option<Orphan> {
-        let returns_fd = orphan.returns_fd;
+    /// drop once the driver is no longer borrowed (its drop may release a registered file).
+    pub(crate) fn abandon(&mut self, user_data: UserData, orphan: Orphan) -> Option<Orphan> {
         let cancellable = orphan.cancellable;
+        let shut_down = self.shut_down;
         let Some(entry) = self.entry_mut(user_data) else {
             // The kernel may still write into this data: leak it rather than free it (INV-ring).
             std::mem::forget(orphan);
             return None;
         };
         match entry.state.abandon(orphan) {
-            Abandon::Cancel(unclaimed) => {
-                discard(returns_fd, &unclaimed);
-                if !self.shut_down && cancellable {
+            Abandon::Cancel => {
+                if !shut_down && cancellable {
                     self.cancel(user_data);
                 }
                 None
             }
-            Abandon::Free(orphan, unclaimed) => {
-                discard(returns_fd, &unclaimed);
-                self.slots.remove(user_data as u32 as usize);
+            Abandon::Free(orphan) => {
+                self.slots.remove(user_data.key());
                 Some(orphan)
             }
         }
     }
 
-    fn cancel(&mut self, user_data: u64) {
-        self.reserved_in_flight += 1;
-        let entry = opcode::AsyncCancel::new(user_data)
+    fn cancel(&mut self, user_data: UserData) {
+        self.cancels_in_flight += 1;
+        let entry = opcode::AsyncCancel::new(user_data.to_raw())
             .build()
-            .user_data(CANCEL_TAG);
+            .user_data(UserData::CANCEL.to_raw());
         self.push(entry);
-    }
-
-    /// Closes `fd` through the ring, without blocking the loop.
-    pub(crate) fn close(&mut self, fd: RawFd) {
-        if self.shut_down {
-            // SAFETY: the caller owned `fd` and gives it up; no op uses it (INV-fd).
-            unsafe { libc::close(fd) };
-            return;
-        }
-        self.reserved_in_flight += 1;
-        self.push(
-            opcode::Close::new(types::Fd(fd))
-                .build()
-                .user_data(CLOSE_TAG),
-        );
     }
 
     /// One turn of the kernel side of the loop: submits every queued SQE and reaps every CQE,
@@ -383,50 +320,55 @@ impl Driver {
             // Without anything to submit, nothing to wait for and no deferred completion work,
             // the CQ ring can be read without a syscall.
             if sq_len > 0 || wait_now || overflow || taskrun {
-                self.stats.enters += 1;
-                let res = if wait_now {
-                    match timeout {
-                        Some(t) => {
-                            let ts = types::Timespec::new()
-                                .sec(t.as_secs())
-                                .nsec(t.subsec_nanos());
-                            let args = types::SubmitArgs::new().timespec(&ts);
-                            self.ring.submitter().submit_with_args(1, &args)
-                        }
-                        None => self.ring.submitter().submit_and_wait(1),
-                    }
-                } else {
-                    // SAFETY: plain io_uring_enter with no extra argument; GETEVENTS makes a
-                    // DEFER_TASKRUN ring post the completions it has ready, without waiting.
-                    unsafe {
-                        self.ring.submitter().enter::<libc::sigset_t>(
-                            sq_len as u32,
-                            0,
-                            io_uring::EnterFlags::GETEVENTS.bits(),
-                            None,
-                        )
-                    }
-                };
-                match res {
-                    Ok(_) => {}
-                    Err(e) => match e.raw_os_error() {
-                        // The wait timed out, or a signal interrupted it: the loop re-checks.
-                        Some(libc::ETIME) | Some(libc::EINTR) => {}
-                        // The CQ is backed up and the kernel wants us to reap before it takes more.
-                        Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
-                        _ => {
-                            return Err(io::Error::new(
-                                e.kind(),
-                                format!("io_uring_enter failed in the runtime loop: {e}"),
-                            ))
-                        }
-                    },
-                }
+                self.enter(sq_len, wait_now, timeout)?;
             }
             self.reap(wakers, orphans);
             if !more_backlog && self.backlog.is_empty() {
                 return Ok(());
             }
+        }
+    }
+
+    /// One `io_uring_enter`: submits `sq_len` SQEs and, with `wait`, waits for a CQE or
+    /// `timeout`. Errors that only mean "look again" (`ETIME`, `EINTR`, `EBUSY`, `EAGAIN`) are
+    /// not errors here: the caller reaps and comes back.
+    fn enter(&mut self, sq_len: usize, wait: bool, timeout: Option<Duration>) -> io::Result<()> {
+        self.stats.enters += 1;
+        let res = if wait {
+            match timeout {
+                Some(t) => {
+                    let ts = types::Timespec::new()
+                        .sec(t.as_secs())
+                        .nsec(t.subsec_nanos());
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(1, &args)
+                }
+                None => self.ring.submitter().submit_and_wait(1),
+            }
+        } else {
+            // SAFETY: plain io_uring_enter with no extra argument; GETEVENTS makes a
+            // DEFER_TASKRUN ring post the completions it has ready, without waiting.
+            unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    sq_len as u32,
+                    0,
+                    io_uring::EnterFlags::GETEVENTS.bits(),
+                    None,
+                )
+            }
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                // The wait timed out, or a signal interrupted it: the loop re-checks.
+                Some(libc::ETIME) | Some(libc::EINTR) => Ok(()),
+                // The CQ is backed up and the kernel wants us to reap before it takes more.
+                Some(libc::EBUSY) | Some(libc::EAGAIN) => Ok(()),
+                _ => Err(io::Error::new(
+                    e.kind(),
+                    format!("io_uring_enter failed in the runtime loop: {e}"),
+                )),
+            },
         }
     }
 
@@ -436,8 +378,8 @@ impl Driver {
         }
         let mut sq = self.ring.submission();
         while let Some(entry) = self.backlog.front() {
-            // SAFETY: as in `push`: backlogged SQEs come from ops whose data is kept alive by
-            // their slot until the final CQE.
+            // SAFETY: as in `push` (INV-heap, INV-slot): backlogged SQEs come from ops whose data
+            // is kept alive by their slot until the final CQE.
             if unsafe { sq.push(entry) }.is_err() {
                 break;
             }
@@ -446,6 +388,7 @@ impl Driver {
     }
 
     fn reap(&mut self, wakers: &mut Vec<Waker>, orphans: &mut Vec<Orphan>) {
+        let mut cancels = Vec::new();
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -454,54 +397,59 @@ impl Driver {
                 result: cqe.result(),
                 flags: cqe.flags(),
             };
-            match cqe.user_data() {
-                WAKE_TAG => {
-                    self.wake_armed = false;
-                    self.woken_remotely = true;
+            let user_data = UserData::from_raw(cqe.user_data());
+            if user_data == UserData::WAKE {
+                self.wake_armed = false;
+                self.woken_remotely = true;
+                continue;
+            }
+            if user_data == UserData::CANCEL {
+                self.cancels_in_flight -= 1;
+                continue;
+            }
+            let key = user_data.key();
+            let Some(entry) = self.slots.get_mut(key) else {
+                continue;
+            };
+            if entry.generation != user_data.generation() {
+                continue;
+            }
+            match entry.state.complete(c, entry.queue_limit) {
+                Event::Wake(w) => wakers.extend(w),
+                Event::WakeAndStop(w) => {
+                    wakers.extend(w);
+                    cancels.push(user_data);
                 }
-                CANCEL_TAG | CLOSE_TAG => self.reserved_in_flight -= 1,
-                user_data => {
-                    let key = user_data as u32 as usize;
-                    let Some(entry) = self.slots.get_mut(key) else {
-                        continue;
-                    };
-                    if entry.generation != (user_data >> 32) as u32 {
-                        continue;
-                    }
-                    match entry.state.complete(c) {
-                        Event::Wake(Some(w)) => wakers.push(w),
-                        Event::Wake(None) => {}
-                        Event::Nothing(orphan, c) => discard(orphan.returns_fd, &[c]),
-                        Event::Free(orphan, c) => {
-                            discard(orphan.returns_fd, &[c]);
-                            self.slots.remove(key);
-                            orphans.push(orphan);
-                        }
-                    }
+                Event::Nothing => {}
+                Event::Free(orphan) => {
+                    self.slots.remove(key);
+                    orphans.push(orphan);
                 }
             }
         }
+        drop(cq);
+        for user_data in cancels {
+            self.cancel(user_data);
+        }
     }
 
-    /// Whether the kernel still holds any op, cancel, close or the wake read.
+    /// Whether the kernel still holds any op, cancel or the wake read.
     fn kernel_busy(&self) -> bool {
         self.wake_armed
-            || self.reserved_in_flight > 0
-            || self.slots.iter().any(|(_, e)| {
-                matches!(
-                    e.state,
-                    State::Waiting(_) | State::Abandoned(_) | State::Streaming { ended: false, .. }
-                )
-            })
+            || self.cancels_in_flight > 0
+            || self.slots.iter().any(|(_, e)| e.state.in_kernel())
     }
 
     /// Cancels everything the kernel holds and reaps until it holds nothing, so no buffer is freed
-    /// while the kernel may write it. Wakers and orphans are returned for dropping outside.
-    pub(crate) fn shut_down(&mut self, orphans: &mut Vec<Orphan>) {
+    /// while the kernel may write it (INV-ring). If the kernel still holds ops after `limit`
+    /// (an op it cannot cancel, such as a read on a hung network filesystem), their data is
+    /// leaked, never freed, with a warning. Orphans are returned for dropping outside.
+    pub(crate) fn shut_down(&mut self, limit: Duration, orphans: &mut Vec<Orphan>) {
         if self.shut_down {
             return;
         }
-        let live: Vec<u64> = self
+        self.fixed.close();
+        let live: Vec<UserData> = self
             .slots
             .iter()
             .filter(|(_, e)| match &e.state {
@@ -510,39 +458,52 @@ impl Driver {
                 State::Abandoned(orphan) => orphan.cancellable,
                 _ => false,
             })
-            .map(|(k, e)| k as u64 | (e.generation as u64) << 32)
+            .map(|(k, e)| UserData::new(k, e.generation))
             .collect();
         for user_data in live {
             self.cancel(user_data);
         }
         if self.wake_armed {
-            self.cancel(WAKE_TAG);
+            self.cancel(UserData::WAKE);
         }
         self.shut_down = true;
         let mut wakers = Vec::new();
-        let mut waited = Duration::ZERO;
+        let deadline = Instant::now() + limit;
         while self.kernel_busy() {
-            let step = Duration::from_millis(100);
-            if let Err(e) = self.turn(true, Some(step), &mut wakers, orphans) {
-                // The ring is unusable: leak every slot's data rather than free memory the kernel
-                // may still write.
-                eprintln!(
-                    "uring: cannot drain the ring at shutdown ({e}); leaking in-flight buffers"
-                );
-                std::mem::forget(std::mem::take(&mut self.slots));
-                self.drain_failed = true;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.give_up_drain(format_args!(
+                    "the kernel did not finish {} in-flight op(s) within the shutdown timeout \
+                     of {limit:?} (an op it cannot cancel, such as a read on a hung network \
+                     filesystem)",
+                    self.slots
+                        .iter()
+                        .filter(|(_, e)| e.state.in_kernel())
+                        .count()
+                ));
                 break;
             }
-            waited += step;
-            if waited.as_secs() >= 5 && waited.as_millis() % 5000 < 100 {
-                eprintln!(
-                    "uring: still waiting for the kernel to finish in-flight ops at shutdown"
-                );
+            if let Err(e) = self.turn(true, Some(left), &mut wakers, orphans) {
+                self.give_up_drain(format_args!("cannot drain the ring ({e})"));
+                break;
             }
         }
         // Wakers of ops completed during the drain belong to futures that will be dropped or
         // polled later; there is nobody to wake now.
         drop(wakers);
+    }
+
+    /// Leaks every slot's data and the wake read's buffer (INV-ring: the kernel may still write
+    /// into them), saying why on stderr. The ring itself can close: the kernel keeps what its
+    /// requests still use.
+    fn give_up_drain(&mut self, why: std::fmt::Arguments<'_>) {
+        eprintln!(
+            "uring: at runtime shutdown, {why}; leaking their buffers rather than freeing memory \
+             the kernel may still write"
+        );
+        std::mem::forget(std::mem::take(&mut self.slots));
+        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        self.drain_gave_up = true;
     }
 }
 
@@ -550,19 +511,5 @@ fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-/// Closes the new fds in completions nobody will claim (a cancelled accept or open).
-fn discard(returns_fd: bool, completions: &[Completion]) {
-    if !returns_fd {
-        return;
-    }
-    for c in completions {
-        if c.result >= 0 {
-            // SAFETY: the kernel created this fd for an op whose owner is gone; nothing else
-            // knows its number, so closing it cannot affect anyone else's fd.
-            unsafe { libc::close(c.result) };
-        }
     }
 }

@@ -1,8 +1,10 @@
-//! Building the ring: which setup flags this kernel offers, and what to say when it offers none.
+//! Building the ring: which setup flags and opcodes this kernel offers, and what to say when it
+//! offers none.
 
 use io_uring::IoUring;
 use std::fmt;
 use std::io;
+use std::sync::OnceLock;
 
 /// How the runtime's ring was set up, so users and benchmarks can see what the kernel offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,27 @@ fn check_features(ring: &IoUring) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the running kernel's io_uring offers `opcode`, probed once per process with
+/// `IORING_REGISTER_PROBE` on a small throwaway ring. Only ops newer than the Linux 5.11 the
+/// runtime requires ask (`MKDIRAT`, `LINKAT`, `SYMLINKAT`: 5.15; `FTRUNCATE`: 6.9); if even the
+/// probe fails, every such opcode counts as missing and its caller uses the plain syscall.
+pub(crate) fn opcode_supported(opcode: u8) -> bool {
+    static OPS: OnceLock<[bool; 256]> = OnceLock::new();
+    OPS.get_or_init(|| {
+        let mut table = [false; 256];
+        let Ok(ring) = IoUring::new(2) else {
+            return table;
+        };
+        let mut probe = io_uring::Probe::new();
+        if ring.submitter().register_probe(&mut probe).is_ok() {
+            for (code, slot) in table.iter_mut().enumerate() {
+                *slot = probe.is_supported(code as u8);
+            }
+        }
+        table
+    })[opcode as usize]
+}
+
 /// Turns a failed `io_uring_setup` into an error that says what happened and how to fix it.
 pub(crate) fn explain_setup_error(e: io::Error) -> io::Error {
     let msg =
@@ -131,6 +154,12 @@ pub(crate) fn explain_setup_error(e: io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_reports_basic_ops() {
+        assert!(opcode_supported(io_uring::opcode::Read::CODE));
+        assert!(opcode_supported(io_uring::opcode::AsyncCancel::CODE));
+    }
 
     #[test]
     fn messages_name_the_cause() {

@@ -12,9 +12,10 @@
 //!
 //! INV-slot: a slot is freed only after the kernel posted the op's final CQE (one without
 //! `IORING_CQE_F_MORE`), so the data an abandoned slot keeps is alive as long as the kernel may
-//! touch it.
+//! touch it. Every completion of an abandoned op, and every completion that was queued for its
+//! future but never taken, is handed to the data's [`Orphaned::completion`] exactly once: that
+//! is how an accept closes a connection nobody took and a read keeps the bytes it took.
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::task::Waker;
 
@@ -37,12 +38,18 @@ impl Completion {
     }
 }
 
-/// The data a dropped op leaves behind, kept until its final completion.
+/// The data of an op whose future is gone, kept until the op's final completion.
+pub(crate) trait Orphaned: 'static {
+    /// A completion that nobody will claim. Called once per such completion, in order, and
+    /// possibly while the driver is borrowed: it must not touch the runtime (closing an fd,
+    /// filling a buffer or waking a waker is fine).
+    fn completion(&mut self, c: Completion);
+}
+
+/// What a dropped op leaves behind.
 pub(crate) struct Orphan {
     /// Buffers, addresses and fd handles the kernel may still use.
-    pub data: Option<Box<dyn Any>>,
-    /// The op's successful results are new file descriptors that nobody will claim.
-    pub returns_fd: bool,
+    pub data: Box<dyn Orphaned>,
     /// Whether to cancel the op (see `OpCode::CANCELLABLE`).
     pub cancellable: bool,
 }
@@ -52,11 +59,13 @@ pub(crate) enum State {
     Waiting(Option<Waker>),
     /// A single-shot op's final completion, not yet taken by its future.
     Completed(Completion),
-    /// A multishot op's completions, in order; `ended` once the final one arrived.
+    /// A multishot op's completions, in order; `ended` once the final one arrived, `stopping`
+    /// once the queue reached its limit and the driver was told to cancel the op.
     Streaming {
         waker: Option<Waker>,
         queue: VecDeque<Completion>,
         ended: bool,
+        stopping: bool,
     },
     /// The future was dropped while the kernel still holds the op.
     Abandoned(Orphan),
@@ -66,25 +75,28 @@ pub(crate) enum State {
 pub(crate) enum Event {
     /// Wake the op's owner.
     Wake(Option<Waker>),
-    /// The slot is done: free it, and drop the orphan (outside any borrow of the driver).
-    Free(Orphan, Completion),
-    /// Nothing to do (more completions of an abandoned multishot op will come).
-    Nothing(Orphan, Completion),
+    /// Wake the owner, and cancel the op: its queue of unclaimed completions is full. The op
+    /// ends with a final completion (`-ECANCELED`, or whatever it was doing) after the queued
+    /// ones, and its owner submits it again once it has taken them.
+    WakeAndStop(Option<Waker>),
+    /// The slot is done: free it, and drop this data outside any borrow of the driver.
+    Free(Orphan),
+    /// Nothing to do.
+    Nothing,
 }
 
 /// The outcome of dropping an op's future.
 pub(crate) enum Abandon {
-    /// The kernel still holds the op: keep the slot, submit a cancel, and discard these
-    /// completions that arrived but were never claimed.
-    Cancel(Vec<Completion>),
-    /// The kernel is done with the op: free the slot, drop the orphan and discard these
-    /// unclaimed completions.
-    Free(Orphan, Vec<Completion>),
+    /// The kernel still holds the op: keep the slot and submit a cancel.
+    Cancel,
+    /// The kernel is done with the op: free the slot and drop this data.
+    Free(Orphan),
 }
 
 impl State {
-    /// Records one completion.
-    pub fn complete(&mut self, c: Completion) -> Event {
+    /// Records one completion. A multishot op's queue of completions holds at most
+    /// `queue_limit` before the driver is asked to stop the op (0: no limit).
+    pub fn complete(&mut self, c: Completion, queue_limit: usize) -> Event {
         match self {
             State::Waiting(waker) => {
                 let waker = waker.take();
@@ -95,77 +107,114 @@ impl State {
                         waker: None,
                         queue,
                         ended: false,
+                        stopping: false,
                     };
-                } else {
-                    *self = State::Completed(c);
+                    return Self::after_push(self, waker, queue_limit);
                 }
+                *self = State::Completed(c);
                 Event::Wake(waker)
             }
             State::Streaming {
                 waker,
                 queue,
                 ended,
+                ..
             } => {
                 queue.push_back(c);
                 *ended = !c.has_more();
-                Event::Wake(waker.take())
+                let waker = waker.take();
+                Self::after_push(self, waker, queue_limit)
             }
             State::Abandoned(orphan) => {
-                let orphan = Orphan {
-                    data: if c.has_more() {
-                        None
-                    } else {
-                        orphan.data.take()
-                    },
-                    returns_fd: orphan.returns_fd,
-                    cancellable: orphan.cancellable,
-                };
+                orphan.data.completion(c);
                 if c.has_more() {
-                    Event::Nothing(orphan, c)
-                } else {
-                    Event::Free(orphan, c)
+                    return Event::Nothing;
+                }
+                match std::mem::replace(self, State::Waiting(None)) {
+                    State::Abandoned(orphan) => Event::Free(orphan),
+                    _ => unreachable!("the state was just matched as abandoned"),
                 }
             }
             // A completion after the final one would be a kernel or driver bug; keep the first.
-            State::Completed(_) => Event::Wake(None),
+            State::Completed(_) => Event::Nothing,
         }
     }
 
-    /// Called when the owning future is dropped.
-    pub fn abandon(&mut self, orphan: Orphan) -> Abandon {
-        match std::mem::replace(self, State::Abandoned(orphan)) {
-            State::Waiting(_) => Abandon::Cancel(Vec::new()),
-            State::Streaming {
-                queue,
-                ended: false,
-                ..
-            } => Abandon::Cancel(queue.into()),
-            State::Abandoned(_) => Abandon::Cancel(Vec::new()),
-            State::Completed(c) => Abandon::Free(self.take_orphan(), vec![c]),
-            State::Streaming {
-                queue, ended: true, ..
-            } => Abandon::Free(self.take_orphan(), queue.into()),
+    /// After a multishot completion was queued: whether the queue is now full.
+    fn after_push(&mut self, waker: Option<Waker>, queue_limit: usize) -> Event {
+        if let State::Streaming {
+            queue,
+            ended: false,
+            stopping,
+            ..
+        } = self
+        {
+            if queue_limit > 0 && queue.len() >= queue_limit && !*stopping {
+                *stopping = true;
+                return Event::WakeAndStop(waker);
+            }
         }
+        Event::Wake(waker)
     }
 
-    fn take_orphan(&mut self) -> Orphan {
+    /// Called when the owning future is dropped. Completions queued for it and never taken go
+    /// to the data's [`Orphaned::completion`] first.
+    pub fn abandon(&mut self, mut orphan: Orphan) -> Abandon {
         match std::mem::replace(self, State::Waiting(None)) {
-            State::Abandoned(o) => o,
-            _ => unreachable!("take_orphan on a slot that is not abandoned"),
+            State::Waiting(_) => {
+                *self = State::Abandoned(orphan);
+                Abandon::Cancel
+            }
+            State::Streaming { queue, ended, .. } => {
+                for c in queue {
+                    orphan.data.completion(c);
+                }
+                if ended {
+                    Abandon::Free(orphan)
+                } else {
+                    *self = State::Abandoned(orphan);
+                    Abandon::Cancel
+                }
+            }
+            State::Completed(c) => {
+                orphan.data.completion(c);
+                Abandon::Free(orphan)
+            }
+            State::Abandoned(_) => unreachable!("an op's future was dropped twice"),
         }
+    }
+
+    /// Whether the kernel may still post completions for this op.
+    pub fn in_kernel(&self) -> bool {
+        matches!(
+            self,
+            State::Waiting(_) | State::Abandoned(_) | State::Streaming { ended: false, .. }
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
-    fn orphan() -> Orphan {
-        Orphan {
-            data: Some(Box::new(vec![1u8, 2, 3])),
-            returns_fd: false,
-            cancellable: true,
+    /// Records the completions it is handed.
+    struct Recorder(Rc<RefCell<Vec<Completion>>>);
+
+    impl Orphaned for Recorder {
+        fn completion(&mut self, c: Completion) {
+            self.0.borrow_mut().push(c);
         }
+    }
+
+    fn orphan() -> (Orphan, Rc<RefCell<Vec<Completion>>>) {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let o = Orphan {
+            data: Box::new(Recorder(seen.clone())),
+            cancellable: true,
+        };
+        (o, seen)
     }
 
     const DONE: Completion = Completion {
@@ -180,42 +229,40 @@ mod tests {
     #[test]
     fn single_shot_completes_then_final() {
         let mut s = State::Waiting(None);
-        assert!(matches!(s.complete(DONE), Event::Wake(None)));
+        assert!(matches!(s.complete(DONE, 0), Event::Wake(None)));
         assert!(matches!(s, State::Completed(DONE)));
+        assert!(!s.in_kernel());
     }
 
     #[test]
     fn abandoned_in_flight_keeps_data_until_final_cqe() {
+        let (o, seen) = orphan();
         let mut s = State::Waiting(None);
-        assert!(matches!(s.abandon(orphan()), Abandon::Cancel(v) if v.is_empty()));
-        match s.complete(DONE) {
-            Event::Free(o, c) => {
-                assert!(o.data.is_some());
-                assert_eq!(c, DONE);
-            }
-            _ => panic!("final CQE must free an abandoned slot"),
-        }
+        assert!(matches!(s.abandon(o), Abandon::Cancel));
+        assert!(s.in_kernel());
+        assert!(matches!(s.complete(DONE, 0), Event::Free(_)));
+        assert_eq!(
+            *seen.borrow(),
+            vec![DONE],
+            "the late result reaches the data"
+        );
     }
 
     #[test]
-    fn abandoned_after_completion_frees_at_once_and_reports_result() {
+    fn abandoned_after_completion_frees_at_once_and_hands_over_the_result() {
+        let (o, seen) = orphan();
         let mut s = State::Waiting(None);
-        s.complete(DONE);
-        match s.abandon(orphan()) {
-            Abandon::Free(o, v) => {
-                assert!(o.data.is_some());
-                assert_eq!(v, vec![DONE]);
-            }
-            Abandon::Cancel(_) => panic!("nothing to cancel"),
-        }
+        s.complete(DONE, 0);
+        assert!(matches!(s.abandon(o), Abandon::Free(_)));
+        assert_eq!(*seen.borrow(), vec![DONE]);
     }
 
     #[test]
     fn multishot_streams_until_a_cqe_without_more() {
         let mut s = State::Waiting(None);
-        s.complete(MORE);
-        s.complete(MORE);
-        s.complete(DONE);
+        s.complete(MORE, 0);
+        s.complete(MORE, 0);
+        s.complete(DONE, 0);
         match &s {
             State::Streaming { queue, ended, .. } => {
                 assert!(*ended);
@@ -223,31 +270,49 @@ mod tests {
             }
             _ => panic!("expected streaming"),
         }
+        assert!(!s.in_kernel());
     }
 
     #[test]
-    fn abandoned_multishot_discards_queued_and_waits_for_final() {
+    fn abandoned_multishot_hands_over_queued_and_later_completions() {
+        let (o, seen) = orphan();
         let mut s = State::Waiting(None);
-        s.complete(MORE);
-        match s.abandon(orphan()) {
-            Abandon::Cancel(v) => assert_eq!(v, vec![MORE]),
-            Abandon::Free(..) => panic!("kernel still holds it"),
-        }
-        match s.complete(MORE) {
-            Event::Nothing(o, c) => {
-                assert!(o.data.is_none());
-                assert_eq!(c, MORE);
-            }
-            _ => panic!("more to come"),
-        }
-        assert!(matches!(s.complete(DONE), Event::Free(o, _) if o.data.is_some()));
+        s.complete(MORE, 0);
+        assert!(matches!(s.abandon(o), Abandon::Cancel));
+        assert!(matches!(s.complete(MORE, 0), Event::Nothing));
+        assert!(matches!(s.complete(DONE, 0), Event::Free(_)));
+        assert_eq!(*seen.borrow(), vec![MORE, MORE, DONE]);
     }
 
     #[test]
     fn abandoned_ended_multishot_frees() {
+        let (o, seen) = orphan();
         let mut s = State::Waiting(None);
-        s.complete(MORE);
-        s.complete(DONE);
-        assert!(matches!(s.abandon(orphan()), Abandon::Free(_, v) if v.len() == 2));
+        s.complete(MORE, 0);
+        s.complete(DONE, 0);
+        assert!(matches!(s.abandon(o), Abandon::Free(_)));
+        assert_eq!(seen.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_full_queue_asks_once_to_stop_and_keeps_every_completion() {
+        let mut s = State::Waiting(None);
+        assert!(matches!(s.complete(MORE, 3), Event::Wake(_)));
+        assert!(matches!(s.complete(MORE, 3), Event::Wake(_)));
+        assert!(matches!(s.complete(MORE, 3), Event::WakeAndStop(_)));
+        // Completions the kernel posts before the cancel lands are still queued.
+        assert!(matches!(s.complete(MORE, 3), Event::Wake(_)));
+        let cancelled = Completion {
+            result: -125,
+            flags: 0,
+        };
+        assert!(matches!(s.complete(cancelled, 3), Event::Wake(_)));
+        match &s {
+            State::Streaming { queue, ended, .. } => {
+                assert_eq!(queue.len(), 5);
+                assert!(*ended);
+            }
+            _ => panic!("expected streaming"),
+        }
     }
 }

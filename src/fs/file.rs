@@ -12,8 +12,10 @@ use std::path::Path;
 /// An open file. Every method takes `&self`: positional I/O needs no cursor, so one `File`
 /// (shared with `Rc`) serves many concurrent operations.
 ///
-/// Dropping a `File` closes it through the ring without blocking the loop (once no operation
-/// holds it any more); [`close`](File::close) does the same and reports the kernel's verdict.
+/// Dropping a `File` closes it at once with `close(2)` (or, if an operation whose future was
+/// dropped still holds it, as soon as the kernel is done with that operation); [`close`](File::close)
+/// closes it through the ring instead, without blocking the loop on a filesystem whose close
+/// flushes (NFS, FUSE), and reports the kernel's verdict.
 ///
 /// ```
 /// use uring::fs::File;
@@ -185,18 +187,18 @@ impl File {
         (Ok(()), buf)
     }
 
-    /// Flushes data and metadata to the device (`IORING_OP_FSYNC`; `fsync(2)` before Linux 5.1).
+    /// Flushes data and metadata to the device (`IORING_OP_FSYNC`).
     pub async fn sync_all(&self) -> io::Result<()> {
         op::fsync(&self.fd, false).await
     }
 
     /// Flushes data, and only the metadata needed to read it back (`IORING_OP_FSYNC` with
-    /// `IORING_FSYNC_DATASYNC`; `fdatasync(2)` before Linux 5.1).
+    /// `IORING_FSYNC_DATASYNC`).
     pub async fn sync_data(&self) -> io::Result<()> {
         op::fsync(&self.fd, true).await
     }
 
-    /// The file's metadata (`IORING_OP_STATX` on the fd; `statx(2)` before Linux 5.6).
+    /// The file's metadata (`IORING_OP_STATX` on the fd).
     pub async fn metadata(&self) -> io::Result<Metadata> {
         op::statx_fd(&self.fd).await.map(Metadata::from_statx)
     }
@@ -214,7 +216,7 @@ impl File {
     }
 
     /// Allocates (or, with `mode` flags such as `FALLOC_FL_PUNCH_HOLE`, deallocates) disk space
-    /// for `len` bytes at `offset` (`IORING_OP_FALLOCATE`; `fallocate(2)` before Linux 5.6).
+    /// for `len` bytes at `offset` (`IORING_OP_FALLOCATE`).
     /// `mode` 0 allocates and extends the file size if needed.
     pub async fn fallocate(&self, offset: u64, len: u64, mode: i32) -> io::Result<()> {
         op::fallocate(&self.fd, offset, len, mode).await

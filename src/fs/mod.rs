@@ -1,23 +1,24 @@
 //! Files over io_uring: positional reads and writes, metadata and directory operations on the
 //! ring, never on a helper thread.
 //!
-//! | function | io_uring op | fallback on older kernels |
+//! | function | io_uring op | fallback on older kernels (the runtime needs 5.11) |
 //! |---|---|---|
-//! | [`File::open`], [`File::create`], [`OpenOptions::open`] | `OPENAT` | `openat(2)` before 5.6 |
-//! | [`File::read_at`], [`File::write_at`], `*_exact_at`, `*_all_at` | `READ`, `WRITE` | none needed (5.6) |
+//! | [`File::open`], [`File::create`], [`OpenOptions::open`] | `OPENAT` | none needed |
+//! | [`File::read_at`], [`File::write_at`], `*_exact_at`, `*_all_at` | `READ`, `WRITE` | none needed |
 //! | [`File::readv_at`], [`File::writev_at`] | `READV`, `WRITEV` | none needed |
 //! | [`File::sync_all`], [`File::sync_data`] | `FSYNC` | none needed |
-//! | [`File::metadata`], [`metadata`], [`symlink_metadata`] | `STATX` | `statx(2)` before 5.6 |
+//! | [`File::metadata`], [`metadata`], [`symlink_metadata`] | `STATX` | none needed |
 //! | [`File::set_len`] | `FTRUNCATE` | `ftruncate(2)` before 6.9 |
-//! | [`File::fallocate`] | `FALLOCATE` | `fallocate(2)` before 5.6 |
-//! | [`File::close`] (and drop) | `CLOSE` | `close(2)` before 5.6 |
-//! | [`remove_file`], [`remove_dir`] | `UNLINKAT` | `unlinkat(2)` before 5.11 |
-//! | [`rename`] | `RENAMEAT` | `renameat(2)` before 5.11 |
+//! | [`File::fallocate`] | `FALLOCATE` | none needed |
+//! | [`File::close`] | `CLOSE` | none needed (dropping a `File` is a plain `close(2)`) |
+//! | [`remove_file`], [`remove_dir`] | `UNLINKAT` | none needed |
+//! | [`rename`] | `RENAMEAT` | none needed |
 //! | [`create_dir`], [`create_dir_all`] | `MKDIRAT` | `mkdirat(2)` before 5.15 |
 //! | [`hard_link`], [`symlink`] | `LINKAT`, `SYMLINKAT` | `linkat(2)`, `symlinkat(2)` before 5.15 |
 //! | [`read`], [`write()`], [`copy`] | the above | |
 //!
-//! Which opcodes the kernel offers is probed once per process (`IORING_REGISTER_PROBE`). Two
+//! Whether the kernel offers the newer opcodes is probed once per process
+//! (`IORING_REGISTER_PROBE`). Two
 //! things have no io_uring op at all and use the plain syscall: [`copy`] sets the destination's
 //! permissions with `fchmod(2)`, and listing a directory (there is no `getdents` op) is left to
 //! `std::fs::read_dir`, which reads names and metadata only, never file data.

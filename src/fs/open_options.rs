@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 /// Options for opening a file, with the same meaning as `std::fs::OpenOptions`. The open itself
-/// is an `IORING_OP_OPENAT` on the ring (a plain `openat(2)` on kernels before 5.6).
+/// is an `IORING_OP_OPENAT` on the ring.
 ///
 /// Files are always opened with `O_CLOEXEC`. [`custom_flags`](OpenOptions::custom_flags) adds
 /// flags such as `O_DIRECT` or `O_SYNC`.

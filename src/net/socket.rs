@@ -150,12 +150,21 @@ impl AsFd for Socket {
 /// (after an error such as `EMFILE`, or when the kernel stops it). If the kernel rejects the
 /// multishot flag (`EINVAL` before any success), it falls back to one single-shot accept at a
 /// time.
+///
+/// Backpressure: the driver stops (cancels) the multishot accept once
+/// [`ACCEPT_QUEUE`](op::ACCEPT_QUEUE) connections wait unclaimed; the kernel's listen backlog
+/// holds the next ones. Its final `ECANCELED` completion comes after every connection it
+/// accepted, and the accept is submitted again when the stream is next polled: a server that
+/// stops asking holds at most that many accepted fds, and loses no connection.
 pub(crate) struct Acceptor {
     listener: SharedFd,
     multi: Option<MultiOp<AcceptMulti>>,
     single: Option<AcceptOne>,
     multishot: bool,
     multishot_worked: bool,
+    /// The last completion was a multishot accept's `ECANCELED` end: another at once means the
+    /// cancel came from elsewhere (the runtime shutting down), not from backpressure.
+    just_stopped: bool,
 }
 
 impl Acceptor {
@@ -166,6 +175,7 @@ impl Acceptor {
             single: None,
             multishot,
             multishot_worked: false,
+            just_stopped: false,
         }
     }
 
@@ -202,7 +212,14 @@ impl Acceptor {
             }
             if c.result >= 0 {
                 self.multishot_worked = true;
+                self.just_stopped = false;
                 return Poll::Ready(Ok(Socket::from_fd(SharedFd::new(c.result))));
+            }
+            if c.result == -libc::ECANCELED && !c.has_more() && !self.just_stopped {
+                // Stopped because the queue was full: every connection it took came before
+                // this; start accepting again.
+                self.just_stopped = true;
+                continue;
             }
             if c.result == -libc::EINVAL && !self.multishot_worked {
                 // A kernel without multishot accept; a listener that is not listening fails the
@@ -210,6 +227,7 @@ impl Acceptor {
                 self.multishot = false;
                 continue;
             }
+            self.just_stopped = false;
             return Poll::Ready(Err(io::Error::from_raw_os_error(-c.result)));
         }
     }

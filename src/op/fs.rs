@@ -3,10 +3,15 @@
 //!
 //! Paths are `CString`s owned by the op (their heap bytes do not move), the statx buffer is boxed
 //! in the op (INV-heap), and every fd an SQE names is a `SharedFd` clone held by the op (INV-fd).
-//! Each function falls back to the plain syscall when the running kernel does not offer the
-//! opcode (see [`supported`]); on Linux 6.9 or newer every one of them goes through the ring.
+//! The runtime requires Linux 5.11, which has every opcode here except `MKDIRAT`, `LINKAT`,
+//! `SYMLINKAT` (5.15) and `FTRUNCATE` (6.9): those fall back to the plain syscall when the
+//! running kernel lacks them (see [`opcode_supported`]); on Linux 6.9 or newer every op here goes
+//! through the ring.
 
+use crate::driver::opcode_supported;
+use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
+use crate::op::net::close_unclaimed_fd;
 use crate::op::{cqe_result, Op, OpCode};
 use io_uring::{opcode, squeue, types};
 use std::ffi::CString;
@@ -14,27 +19,6 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::OnceLock;
-
-/// Whether the running kernel's io_uring offers `opcode`, probed once per process with
-/// `IORING_REGISTER_PROBE` on a small throwaway ring. If even that fails, every opcode counts as
-/// unsupported and the callers use plain syscalls.
-pub(crate) fn supported(opcode: u8) -> bool {
-    static OPS: OnceLock<[bool; 256]> = OnceLock::new();
-    OPS.get_or_init(|| {
-        let mut table = [false; 256];
-        let Ok(ring) = io_uring::IoUring::new(2) else {
-            return table;
-        };
-        let mut probe = io_uring::Probe::new();
-        if ring.submitter().register_probe(&mut probe).is_ok() {
-            for (code, slot) in table.iter_mut().enumerate() {
-                *slot = probe.is_supported(code as u8);
-            }
-        }
-        table
-    })[opcode as usize]
-}
 
 /// A path as the kernel wants it: NUL-terminated, on the heap.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
@@ -64,31 +48,21 @@ struct OpenAt {
 // SAFETY: the path pointer refers to the CString's heap bytes, owned by `self` (INV-heap); the
 // dirfd is AT_FDCWD, not an fd the op must hold.
 unsafe impl OpCode for OpenAt {
-    const RETURNS_FD: bool = true;
-
     fn create_entry(&mut self) -> squeue::Entry {
         opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), self.path.as_ptr())
             .flags(self.flags | libc::O_CLOEXEC)
             .mode(self.mode)
             .build()
     }
+
+    fn unclaimed(&mut self, c: Completion) {
+        // A file opened for a future that is gone: nobody else knows its fd.
+        close_unclaimed_fd(c);
+    }
 }
 
 /// Opens `path` (relative to the working directory) and returns the new fd, owned.
-/// Falls back to `openat(2)` on kernels before 5.6.
 pub(crate) async fn open(path: CString, flags: i32, mode: libc::mode_t) -> io::Result<SharedFd> {
-    if !supported(opcode::OpenAt::CODE) {
-        // SAFETY: plain syscall on a NUL-terminated path we own; the result is checked.
-        let fd = cvt(unsafe {
-            libc::openat(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                mode as libc::c_uint,
-            )
-        })?;
-        return Ok(SharedFd::new_file(fd as RawFd));
-    }
     let (c, _) = Op::new(OpenAt { path, flags, mode }).await;
     cqe_result(c).map(|fd| SharedFd::new_file(fd as RawFd))
 }
@@ -131,12 +105,6 @@ async fn statx_raw(
     flags: i32,
 ) -> io::Result<Box<libc::statx>> {
     let dirfd = fd.as_ref().map_or(libc::AT_FDCWD, |f| f.as_raw_fd());
-    if !supported(opcode::Statx::CODE) {
-        let mut buf = zeroed_statx();
-        // SAFETY: plain syscall writing into the boxed statx we own; the path is NUL-terminated.
-        cvt(unsafe { libc::statx(dirfd, path.as_ptr(), flags, STATX_MASK, &mut *buf) })?;
-        return Ok(buf);
-    }
     let (c, op) = Op::new(Statx {
         _fd: fd,
         dirfd,
@@ -148,13 +116,12 @@ async fn statx_raw(
     cqe_result(c).map(|_| op.buf)
 }
 
-/// `statx` of an open file. Falls back to `statx(2)` on kernels before 5.6.
+/// `statx` of an open file.
 pub(crate) async fn statx_fd(fd: &SharedFd) -> io::Result<Box<libc::statx>> {
     statx_raw(Some(fd.clone()), CString::default(), libc::AT_EMPTY_PATH).await
 }
 
-/// `statx` of a path, following symlinks unless `follow` is false. Falls back to `statx(2)` on
-/// kernels before 5.6.
+/// `statx` of a path, following symlinks unless `follow` is false.
 pub(crate) async fn statx_path(path: CString, follow: bool) -> io::Result<Box<libc::statx>> {
     let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
     statx_raw(None, path, flags).await
@@ -194,19 +161,8 @@ async fn fd_op(
     cqe_result(c)
 }
 
-/// `fsync`, or `fdatasync` when `data_only`. Falls back to the syscall before Linux 5.1.
+/// `fsync`, or `fdatasync` when `data_only`.
 pub(crate) async fn fsync(fd: &SharedFd, data_only: bool) -> io::Result<()> {
-    if !supported(opcode::Fsync::CODE) {
-        // SAFETY: plain syscalls on an fd we hold open.
-        let res = unsafe {
-            if data_only {
-                libc::fdatasync(fd.as_raw_fd())
-            } else {
-                libc::fsync(fd.as_raw_fd())
-            }
-        };
-        return cvt(res).map(|_| ());
-    }
     let flags = if data_only { 1 } else { 0 };
     fd_op(
         fd,
@@ -226,13 +182,8 @@ pub(crate) async fn fsync(fd: &SharedFd, data_only: bool) -> io::Result<()> {
     .map(|_| ())
 }
 
-/// `fallocate(fd, mode, offset, len)`. Falls back to the syscall before Linux 5.6.
+/// `fallocate(fd, mode, offset, len)`.
 pub(crate) async fn fallocate(fd: &SharedFd, offset: u64, len: u64, mode: i32) -> io::Result<()> {
-    if !supported(opcode::Fallocate::CODE) {
-        // SAFETY: plain syscall on an fd we hold open.
-        let res = unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, len as i64) };
-        return cvt(res).map(|_| ());
-    }
     fd_op(
         fd,
         |fd, offset, len, mode| {
@@ -259,7 +210,7 @@ pub(crate) async fn ftruncate(fd: &SharedFd, len: u64) -> io::Result<()> {
             "file length beyond i64::MAX",
         ));
     }
-    if !supported(opcode::Ftruncate::CODE) {
+    if !opcode_supported(opcode::Ftruncate::CODE) {
         return ftruncate_syscall(fd.as_raw_fd(), len);
     }
     fd_op(
@@ -293,37 +244,40 @@ unsafe impl OpCode for Close {
         self.handed_over = true;
         opcode::Close::new(types::Fd(self.fd)).build()
     }
+
+    fn unclaimed(&mut self, c: Completion) {
+        // The kernel did not run the close (a shutdown's cancel removed it, or it never reached
+        // the kernel): the fd is still ours, and its future is gone, so close it here.
+        if c.result == -libc::ECANCELED {
+            self.handed_over = false;
+        }
+    }
 }
 
 impl Drop for Close {
     fn drop(&mut self) {
         if !self.handed_over {
-            // SAFETY: the fd is ours and was never given to the kernel to close.
+            // SAFETY: the fd is ours and the kernel was never given it to close, or did not.
             unsafe { libc::close(self.fd) };
         }
     }
 }
 
-/// Closes an fd we own and reports the kernel's verdict. Falls back to `close(2)` before 5.6.
+/// Closes an fd we own and reports the kernel's verdict.
 pub(crate) async fn close(fd: RawFd) -> io::Result<()> {
-    if !supported(opcode::Close::CODE) {
-        // SAFETY: the caller gives up `fd`, which it owned.
-        return cvt(unsafe { libc::close(fd) }).map(|_| ());
-    }
-    let (c, _) = Op::new(Close {
+    let (c, mut op) = Op::new(Close {
         fd,
         handed_over: false,
     })
     .await;
-    match cqe_result(c) {
+    if c.result == -libc::ECANCELED {
         // Only a runtime shutting down answers a close this way: the SQE never reached the
-        // kernel, or the shutdown's cancel removed it before it ran; close the fd here.
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {
-            // SAFETY: the kernel did not run the close; the fd is still ours.
-            cvt(unsafe { libc::close(fd) }).map(|_| ())
-        }
-        other => other.map(|_| ()),
+        // kernel, or the shutdown's cancel removed it before it ran. The drop closes the fd.
+        op.handed_over = false;
+        drop(op);
+        return Ok(());
     }
+    cqe_result(c).map(|_| ())
 }
 
 /// The path ops: one or two paths, relative to the working directory.
@@ -358,27 +312,31 @@ unsafe impl OpCode for PathOp {
 }
 
 impl PathOp {
-    fn code(&self) -> u8 {
-        match self.kind {
-            PathOpKind::Unlink { .. } => opcode::UnlinkAt::CODE,
+    /// Whether the running kernel lacks this op's opcode (Linux 5.11 has unlinkat and
+    /// renameat; mkdirat, linkat and symlinkat came in 5.15).
+    fn needs_syscall(&self) -> bool {
+        let code = match self.kind {
+            PathOpKind::Unlink { .. } | PathOpKind::Rename => return false,
             PathOpKind::MkDir { .. } => opcode::MkDirAt::CODE,
-            PathOpKind::Rename => opcode::RenameAt::CODE,
             PathOpKind::Link => opcode::LinkAt::CODE,
             PathOpKind::Symlink => opcode::SymlinkAt::CODE,
-        }
+        };
+        !opcode_supported(code)
     }
 
+    /// The plain syscall, on kernels without the opcode.
     fn syscall(&self) -> io::Result<()> {
         let cwd = libc::AT_FDCWD;
         let (a, b) = (self.first.as_ptr(), self.second.as_ptr());
         // SAFETY: plain syscalls on NUL-terminated paths owned by `self`.
         let res = unsafe {
             match self.kind {
-                PathOpKind::Unlink { flags } => libc::unlinkat(cwd, a, flags),
                 PathOpKind::MkDir { mode } => libc::mkdirat(cwd, a, mode),
-                PathOpKind::Rename => libc::renameat(cwd, a, cwd, b),
                 PathOpKind::Link => libc::linkat(cwd, a, cwd, b, 0),
                 PathOpKind::Symlink => libc::symlinkat(a, cwd, b),
+                PathOpKind::Unlink { .. } | PathOpKind::Rename => {
+                    unreachable!("unlinkat and renameat are always on the ring")
+                }
             }
         };
         cvt(res).map(|_| ())
@@ -391,14 +349,14 @@ async fn path_op(kind: PathOpKind, first: CString, second: CString) -> io::Resul
         first,
         second,
     };
-    if !supported(op.code()) {
+    if op.needs_syscall() {
         return op.syscall();
     }
     let (c, _) = Op::new(op).await;
     cqe_result(c).map(|_| ())
 }
 
-/// `unlinkat(path, flags)` (`AT_REMOVEDIR` removes a directory). Syscall before Linux 5.11.
+/// `unlinkat(path, flags)` (`AT_REMOVEDIR` removes a directory).
 pub(crate) async fn unlink(path: CString, flags: i32) -> io::Result<()> {
     path_op(PathOpKind::Unlink { flags }, path, CString::default()).await
 }
@@ -408,7 +366,7 @@ pub(crate) async fn mkdir(path: CString, mode: libc::mode_t) -> io::Result<()> {
     path_op(PathOpKind::MkDir { mode }, path, CString::default()).await
 }
 
-/// `renameat(from, to)`. Syscall before Linux 5.11.
+/// `renameat(from, to)`.
 pub(crate) async fn rename(from: CString, to: CString) -> io::Result<()> {
     path_op(PathOpKind::Rename, from, to).await
 }
@@ -426,14 +384,6 @@ pub(crate) async fn symlink(target: CString, link: CString) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn probe_reports_basic_ops() {
-        // Every kernel the runtime accepts (5.11+) has these.
-        assert!(supported(opcode::Read::CODE));
-        assert!(supported(opcode::OpenAt::CODE));
-        assert!(supported(opcode::Statx::CODE));
-    }
 
     #[test]
     fn ftruncate_fallback_works() {

@@ -3,10 +3,13 @@
 //! An op is built from its data (an [`OpCode`]), submitted on its first poll (so a future built
 //! and dropped unpolled costs nothing and needs no cancel), and completed by the driver. If its
 //! future is dropped while the kernel holds it, the data moves into the driver's slot and stays
-//! alive until the final completion (INV-slot); the driver submits a cancel.
+//! alive until the final completion (INV-slot); the driver submits a cancel, and the completions
+//! nobody claims go to the data's [`OpCode::unclaimed`] (an accept closes the connection it
+//! took, a read hands its bytes to the next read).
 
-use crate::driver::slot::{Completion, Orphan};
-use crate::runtime::Handle;
+use crate::driver::slot::{Completion, Orphan, Orphaned};
+use crate::driver::UserData;
+use crate::runtime::{context, RuntimeState};
 use io_uring::squeue;
 use std::future::Future;
 use std::io;
@@ -14,8 +17,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-/// The data of one kind of ring operation: what it puts in the SQE and how it turns the
-/// completion into a result.
+pub(crate) mod fs;
+pub(crate) mod net;
+pub(crate) mod rw;
+
+/// The data of one kind of ring operation: what it puts in the SQE and what becomes of
+/// completions nobody claims.
 ///
 /// # Safety
 ///
@@ -24,23 +31,36 @@ use std::task::{Context, Poll};
 /// valid and at the same address while `self` is alive, even when `self` is moved. Every fd in
 /// the SQE is kept open by `self` (INV-fd).
 pub(crate) unsafe trait OpCode: 'static {
-    /// Whether a successful result is a new fd (accept, open): an unclaimed one is closed.
-    const RETURNS_FD: bool = false;
-
     /// Whether dropping the op in flight should cancel it. Not for a close: a close the kernel
     /// handed to a worker (files with a flush hook) and a cancel then removed would leave the fd
     /// open with nobody to close it.
     const CANCELLABLE: bool = true;
 
+    /// For a multishot op: how many completions may wait for the owner to take them before the
+    /// op is stopped (cancelled; the owner submits it again once it has taken them). 0: no
+    /// limit.
+    const QUEUE_LIMIT: usize = 0;
+
     /// Builds the SQE. Called once, when the op is first polled and `self` no longer moves
     /// before submission.
     fn create_entry(&mut self) -> squeue::Entry;
+
+    /// The op's future was dropped while the kernel holds the op: from now on its completions
+    /// go to [`OpCode::unclaimed`].
+    fn abandoned(&mut self) {}
+
+    /// A completion nobody will claim: it arrived after the future was dropped, or before and
+    /// was never taken. Called once per such completion, in order; the op's data is dropped
+    /// after the final one. It may run while the driver is borrowed, so it must not touch the
+    /// runtime (closing an fd, keeping bytes or waking a waker is fine).
+    fn unclaimed(&mut self, _c: Completion) {}
 }
 
-/// Converts a completion's result into an `io::Result`.
-pub(crate) mod fs;
-pub(crate) mod net;
-pub(crate) mod rw;
+impl<T: OpCode> Orphaned for T {
+    fn completion(&mut self, c: Completion) {
+        self.unclaimed(c);
+    }
+}
 
 /// Converts a completion result.
 pub(crate) fn cqe_result(c: Completion) -> io::Result<u32> {
@@ -53,7 +73,10 @@ pub(crate) fn cqe_result(c: Completion) -> io::Result<u32> {
 
 enum Stage {
     Unsubmitted,
-    Submitted { handle: Rc<Handle>, user_data: u64 },
+    Submitted {
+        state: Rc<RuntimeState>,
+        user_data: UserData,
+    },
     Done,
 }
 
@@ -65,12 +88,15 @@ const CANCELLED: Completion = Completion {
 
 /// Queues the op's SQE on the current runtime; `None` if that runtime has shut down.
 fn submit<T: OpCode>(data: &mut T, cx: &Context<'_>) -> Option<Stage> {
-    let handle = Handle::current();
+    let state = context::current();
     let entry = data.create_entry();
-    let submitted = handle.driver.borrow_mut().submit(entry, cx.waker().clone());
+    let submitted = state
+        .driver
+        .borrow_mut()
+        .submit(entry, cx.waker().clone(), T::QUEUE_LIMIT);
     submitted
         .ok()
-        .map(|user_data| Stage::Submitted { handle, user_data })
+        .map(|user_data| Stage::Submitted { state, user_data })
 }
 
 /// A single-shot ring operation. Resolves to its data and the kernel's completion.
@@ -110,8 +136,8 @@ impl<T: OpCode> Future for Op<T> {
                     }
                 }
             }
-            Stage::Submitted { handle, user_data } => {
-                let polled = handle.driver.borrow_mut().poll_op(*user_data, cx);
+            Stage::Submitted { state, user_data } => {
+                let polled = state.driver.borrow_mut().poll_op(*user_data, cx);
                 match polled {
                     Poll::Ready(c) => {
                         this.stage = Stage::Done;
@@ -146,14 +172,6 @@ impl<T: OpCode> MultiOp<T> {
         }
     }
 
-    /// The op's data, for reading what completions refer to (such as a buffer ring).
-    #[allow(dead_code)]
-    pub(crate) fn data(&self) -> &T {
-        self.data
-            .as_ref()
-            .expect("multishot op data present until drop")
-    }
-
     /// The next completion, or `None` after the final one was returned.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Completion>> {
         match &self.stage {
@@ -170,16 +188,13 @@ impl<T: OpCode> MultiOp<T> {
                     }
                 }
             }
-            Stage::Submitted { handle, user_data } => {
-                let polled = handle.driver.borrow_mut().poll_multi(*user_data, cx);
-                if let Poll::Ready(Some(c)) = polled {
-                    if !c.has_more() {
-                        // The slot was freed with its final completion.
-                        self.stage = Stage::Done;
-                    }
-                }
-                if let Poll::Ready(None) = polled {
-                    self.stage = Stage::Done;
+            Stage::Submitted { state, user_data } => {
+                let polled = state.driver.borrow_mut().poll_multi(*user_data, cx);
+                match polled {
+                    // The slot was freed with its final completion.
+                    Poll::Ready(Some(c)) if !c.has_more() => self.stage = Stage::Done,
+                    Poll::Ready(None) => self.stage = Stage::Done,
+                    _ => {}
                 }
                 polled
             }
@@ -188,7 +203,6 @@ impl<T: OpCode> MultiOp<T> {
     }
 
     /// Whether the op ended (its final completion was returned) and may be resubmitted.
-    #[allow(dead_code)]
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.stage, Stage::Done)
     }
@@ -202,14 +216,16 @@ impl<T: OpCode> Drop for MultiOp<T> {
 
 /// Hands a dropped op's data to the driver if the kernel may still hold the op (INV-slot).
 fn abandon<T: OpCode>(stage: &Stage, data: Option<T>) {
-    if let Stage::Submitted { handle, user_data } = stage {
-        let orphan = Orphan {
-            data: data.map(|d| Box::new(d) as Box<dyn std::any::Any>),
-            returns_fd: T::RETURNS_FD,
-            cancellable: T::CANCELLABLE,
-        };
-        let leftover = handle.driver.borrow_mut().abandon(*user_data, orphan);
-        // Dropped after the borrow ends: the data may hold an fd whose drop submits a close.
-        drop(leftover);
-    }
+    let (Stage::Submitted { state, user_data }, Some(mut data)) = (stage, data) else {
+        return;
+    };
+    data.abandoned();
+    let orphan = Orphan {
+        data: Box::new(data),
+        cancellable: T::CANCELLABLE,
+    };
+    let leftover = state.driver.borrow_mut().abandon(*user_data, orphan);
+    // Dropped after the borrow ends: the data may hold a registered file whose release needs the
+    // driver.
+    drop(leftover);
 }

@@ -7,6 +7,7 @@
 //! went away gives `EPIPE`, never a `SIGPIPE` that kills the process.
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
 use crate::op::rw::set_init_vectored;
 use crate::op::{cqe_result, MultiOp, Op, OpCode};
@@ -54,16 +55,27 @@ struct Accept {
 }
 
 // SAFETY: the address and its length live in `addr`'s box (INV-heap); `fd` is held by `self`
-// (INV-fd). A successful result is a new fd: RETURNS_FD lets the driver close an unclaimed one.
+// (INV-fd).
 unsafe impl OpCode for Accept {
-    const RETURNS_FD: bool = true;
-
     fn create_entry(&mut self) -> squeue::Entry {
         let addr = &mut *self.addr;
         let len = &mut addr.len as *mut libc::socklen_t;
         opcode::Accept::new(types::Fd(self.fd.as_raw_fd()), addr.storage_ptr(), len)
             .flags(libc::SOCK_CLOEXEC)
             .build()
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        close_unclaimed_fd(c);
+    }
+}
+
+/// Closes the connection in an accept's completion that nobody will take.
+pub(crate) fn close_unclaimed_fd(c: Completion) {
+    if c.result >= 0 {
+        // SAFETY: the kernel created this fd for an op whose owner is gone; nothing else knows
+        // its number, so closing it cannot affect anyone else's fd (INV-fd).
+        unsafe { libc::close(c.result) };
     }
 }
 
@@ -80,22 +92,31 @@ pub(crate) async fn accept(fd: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
     Ok((new_fd, op.addr.into_addr()))
 }
 
+/// How many connections a multishot accept takes from the kernel before the listener's owner
+/// asks for them. Beyond that the op is stopped and the kernel's listen backlog holds further
+/// connections; the next `incoming().next()` after the queue drained submits it again.
+pub(crate) const ACCEPT_QUEUE: usize = 64;
+
 /// A multishot accept (Linux 5.19+): one SQE, one CQE per accepted connection, each carrying
-/// the new fd. It ends (a CQE without `IORING_CQE_F_MORE`) on an error such as `EMFILE`, and must
-/// then be resubmitted. No peer address: the kernel takes none with the multishot flag.
+/// the new fd. It ends (a CQE without `IORING_CQE_F_MORE`) on an error such as `EMFILE`, or when
+/// [`ACCEPT_QUEUE`] connections wait unclaimed, and must then be resubmitted. No peer address:
+/// the kernel takes none with the multishot flag.
 pub(crate) struct AcceptMulti {
     fd: SharedFd,
 }
 
-// SAFETY: the SQE holds no pointer; `fd` is held by `self` (INV-fd). Every successful result is a
-// new fd: RETURNS_FD lets the driver close those nobody claims.
+// SAFETY: the SQE holds no pointer; `fd` is held by `self` (INV-fd).
 unsafe impl OpCode for AcceptMulti {
-    const RETURNS_FD: bool = true;
+    const QUEUE_LIMIT: usize = ACCEPT_QUEUE;
 
     fn create_entry(&mut self) -> squeue::Entry {
         opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        close_unclaimed_fd(c);
     }
 }
 

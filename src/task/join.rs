@@ -1,0 +1,156 @@
+//! [`JoinHandle`]: awaiting a task's output; [`JoinError`]: why there is none.
+
+use crate::task::raw::TaskRef;
+use crate::task::state::COMPLETE;
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// Ties a `JoinHandle` to its output type, and keeps it `!Send` (a task belongs to its thread).
+type OutputMarker<T> = PhantomData<(fn() -> T, Rc<()>)>;
+
+/// An owned permission to await a spawned task's output.
+///
+/// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked or was aborted.
+/// Dropping it detaches the task, which keeps running. It is not `Send`: a task belongs to the
+/// runtime thread that spawned it.
+///
+/// ```
+/// uring::run(async {
+///     let handle = uring::spawn(async { 6 * 7 });
+///     assert_eq!(handle.await.unwrap(), 42);
+/// });
+/// ```
+pub struct JoinHandle<T> {
+    /// One pointer wide, like the task references in the run queue.
+    task: TaskRef,
+    _output: OutputMarker<T>,
+}
+
+impl<T> JoinHandle<T> {
+    /// A handle for `task`, whose output type is `T`.
+    pub(super) fn new(task: TaskRef) -> JoinHandle<T> {
+        JoinHandle {
+            task,
+            _output: PhantomData,
+        }
+    }
+
+    /// Cancels the task: its future is dropped (in place) at the runtime's next chance, and
+    /// awaiting this handle gives a [`JoinError`] whose `is_cancelled()` is true. No effect on a
+    /// finished task.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the task has finished (returned, panicked or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.task.header().state.is(COMPLETE)
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
+        // SAFETY: the task's output type is `T` (a `JoinHandle<T>` is only made for a task whose
+        // future's output is `T`), and `out` is a valid place for its result.
+        unsafe {
+            self.task
+                .poll_join(&mut out as *mut Poll<Result<T, JoinError>> as *mut (), cx)
+        };
+        out
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.task.detach();
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Why a task gave no output: it panicked, or it was cancelled.
+pub struct JoinError {
+    // Boxed twice so a `Result<T, JoinError>` stored in every task stays one word larger than `T`.
+    panic: Option<Box<Box<dyn Any + Send + 'static>>>,
+}
+
+impl JoinError {
+    pub(crate) fn cancelled() -> JoinError {
+        JoinError { panic: None }
+    }
+
+    pub(crate) fn panicked(p: Box<dyn Any + Send + 'static>) -> JoinError {
+        JoinError {
+            panic: Some(Box::new(p)),
+        }
+    }
+
+    /// The task was aborted, or the runtime shut down before it finished.
+    pub fn is_cancelled(&self) -> bool {
+        self.panic.is_none()
+    }
+
+    /// The task panicked.
+    pub fn is_panic(&self) -> bool {
+        self.panic.is_some()
+    }
+
+    /// The panic's payload, to resume it with `std::panic::resume_unwind`.
+    ///
+    /// # Panics
+    ///
+    /// If the error is not a panic.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        *self
+            .panic
+            .expect("JoinError::into_panic on a cancelled task")
+    }
+
+    fn message(&self) -> String {
+        match &self.panic {
+            None => "task was cancelled".to_string(),
+            Some(p) => match p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+            {
+                Some(m) => format!("task panicked: {m}"),
+                None => "task panicked".to_string(),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinError({})", self.message())
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for std::io::Error {
+    fn from(e: JoinError) -> std::io::Error {
+        std::io::Error::other(e.message())
+    }
+}
