@@ -1,7 +1,15 @@
 //! Shared helpers for uring's integration, stress and fault tests and its benchmarks.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Command, Output};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Runs `f` on a fresh thread and panics if it has not returned within `limit`: a hang fails the
@@ -79,4 +87,105 @@ pub fn set_nofile_limit(soft: u64) -> u64 {
 pub fn under_valgrind() -> bool {
     std::env::var("URING_VALGRIND").is_ok()
 }
+/// Polls `fut` exactly once with the current task's context (so its op is submitted) and reports
+/// whether it was ready.
+pub async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+}
+
+/// A pipe: (read end, write end), both close-on-exec and blocking.
+pub fn pipe() -> (std::fs::File, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds are fresh and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    (r.into(), w.into())
+}
+
+/// Sets its flag when dropped: shows that a future (or what it owns) was dropped.
+pub struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A [`DropFlag`] and the flag it sets.
+pub fn drop_flag() -> (DropFlag, Rc<Cell<bool>>) {
+    let flag = Rc::new(Cell::new(false));
+    (DropFlag(flag.clone()), flag)
+}
+
+/// A fresh directory under the temp dir, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory whose name contains `tag`, the pid and a counter.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "uring-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A buffer for the kernel to write into: zeroed (so valgrind, which cannot see the kernel's
+/// writes, sees initialized memory), with room for `n` bytes.
+pub fn zeroed_buf(n: usize) -> Vec<u8> {
+    vec![0u8; n]
+}
+
+/// `n`, or a tenth of it (at least 10) under valgrind, which slows tests down tenfold or more.
+pub fn scaled(n: usize) -> usize {
+    if under_valgrind() {
+        (n / 10).max(10)
+    } else {
+        n
+    }
+}
+
+/// Deterministic pseudo-random numbers (xorshift64), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
 pub mod bench;
