@@ -189,6 +189,11 @@ unsafe impl IoBuf for String {
 /// Made by [`IoBuf::slice`]. A read into a `Slice` fills from `begin()` up to `end()`; a write
 /// from a `Slice` sends from `begin()` up to the end of the initialized bytes within the range.
 ///
+/// The range is always taken within the buffer as it is when an operation starts: if the
+/// buffer shrank through [`get_mut`](Slice::get_mut) (say `shrink_to_fit` on a `Vec`), an
+/// operation covers only the part of the range the buffer still has, so the kernel never
+/// touches memory past the buffer (INV-heap).
+///
 /// A read into a slice that starts beyond the buffer's initialized length (say
 /// `Vec::with_capacity(20).slice(10..20)`) cannot extend that length: the bytes between it and
 /// `begin()` were never written, so they cannot be counted as initialized. The read still returns
@@ -199,6 +204,14 @@ pub struct Slice<T> {
     buf: T,
     begin: usize,
     end: usize,
+}
+
+impl<T: IoBuf> Slice<T> {
+    /// The range as the buffer is now: `begin..end` clamped to its capacity.
+    fn bounds(&self) -> (usize, usize) {
+        let total = self.buf.bytes_total();
+        (self.begin.min(total), self.end.min(total))
+    }
 }
 
 impl<T> Slice<T> {
@@ -217,7 +230,8 @@ impl<T> Slice<T> {
         &self.buf
     }
 
-    /// The underlying buffer, mutably.
+    /// The underlying buffer, mutably. If it shrinks below the range, operations on the slice
+    /// cover only what is left of the range.
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.buf
     }
@@ -233,42 +247,49 @@ impl<T: IoBuf> std::ops::Deref for Slice<T> {
 
     /// The initialized bytes within the view.
     fn deref(&self) -> &[u8] {
-        let init = self.buf.bytes_init().clamp(self.begin, self.end);
-        // SAFETY: `begin..init` lies within the initialized part of the buffer (IoBuf contract).
-        unsafe {
-            std::slice::from_raw_parts(self.buf.stable_ptr().add(self.begin), init - self.begin)
-        }
+        let (begin, end) = self.bounds();
+        let init = self.buf.bytes_init().clamp(begin, end);
+        // SAFETY: INV-heap: `begin..init` lies within the initialized part of the buffer
+        // (IoBuf contract: `bytes_init() <= bytes_total()`).
+        unsafe { std::slice::from_raw_parts(self.buf.stable_ptr().add(begin), init - begin) }
     }
 }
 
-// SAFETY: the view points into `buf`'s stable memory at `begin`, and its sizes are clamped to
-// `begin..end`, which lies within `bytes_total()` (checked at construction).
+// SAFETY: INV-heap: the view points into `buf`'s stable memory, and its range is clamped to the
+// buffer's `bytes_total()` as it is at each call, so a buffer that shrank since the slice was
+// made never lets an operation reach past its memory.
 unsafe impl<T: IoBuf> IoBuf for Slice<T> {
     fn stable_ptr(&self) -> *const u8 {
+        let (begin, _) = self.bounds();
         // SAFETY: `begin <= bytes_total()`, so the offset stays within (or one past) the buffer.
-        unsafe { self.buf.stable_ptr().add(self.begin) }
+        unsafe { self.buf.stable_ptr().add(begin) }
     }
     fn bytes_init(&self) -> usize {
-        self.buf.bytes_init().clamp(self.begin, self.end) - self.begin
+        let (begin, end) = self.bounds();
+        self.buf.bytes_init().clamp(begin, end) - begin
     }
     fn bytes_total(&self) -> usize {
-        self.end - self.begin
+        let (begin, end) = self.bounds();
+        end - begin
     }
 }
 
-// SAFETY: the same memory as `stable_ptr`; `set_init` translates to the underlying buffer.
+// SAFETY: INV-heap: the same memory as `stable_ptr`, clamped the same way; `set_init`
+// translates to the underlying buffer.
 unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
+        let (begin, _) = self.bounds();
         // SAFETY: `begin <= bytes_total()`, so the offset stays within (or one past) the buffer.
-        unsafe { self.buf.stable_mut_ptr().add(self.begin) }
+        unsafe { self.buf.stable_mut_ptr().add(begin) }
     }
     unsafe fn set_init(&mut self, pos: usize) {
+        let (begin, end) = self.bounds();
         // Only when the view starts within the initialized part: otherwise the bytes between
         // the initialized length and `begin` are not initialized and cannot be counted.
-        if self.begin <= self.buf.bytes_init() {
-            // SAFETY: the caller guarantees `pos` bytes from `begin` are initialized, and the
-            // bytes before `begin` already are (checked above).
-            unsafe { self.buf.set_init(self.begin + pos) };
+        if begin <= self.buf.bytes_init() {
+            // SAFETY: the caller guarantees `pos` bytes from `begin` are initialized (never more
+            // than the view, which ends at `end`), and the bytes before `begin` already are.
+            unsafe { self.buf.set_init((begin + pos).min(end)) };
         }
     }
 }
@@ -298,6 +319,20 @@ mod tests {
         let full = Vec::<u8>::with_capacity(10).slice(..);
         assert_eq!(full.bytes_init(), 0);
         assert_eq!(full.bytes_total(), 10);
+    }
+
+    #[test]
+    fn a_shrunk_buffer_bounds_its_slice() {
+        let mut s = Vec::<u8>::with_capacity(4096).slice(0..4096);
+        s.get_mut().shrink_to(16);
+        let cap = s.get_ref().capacity();
+        assert!(cap < 4096);
+        assert_eq!(s.bytes_total(), cap, "the view ends where the buffer does");
+        assert_eq!(s.stable_ptr(), s.get_ref().as_ptr());
+        let mut beyond = Vec::<u8>::with_capacity(4096).slice(100..200);
+        beyond.get_mut().shrink_to(8);
+        assert_eq!(beyond.bytes_total(), 0);
+        assert!(beyond.is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! asked for the operation is gone. `docs/architecture.md` explains the op lifecycle.
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
+#![deny(dead_code, missing_debug_implementations)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("uring runs on Linux only: it is built on io_uring");

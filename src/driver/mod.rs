@@ -32,6 +32,9 @@ const LOST: Completion = Completion {
 
 struct Entry {
     generation: u32,
+    /// Whether shutdown (and a dropped future) may cancel the op: not a close (see
+    /// `OpCode::CANCELLABLE`).
+    cancellable: bool,
     /// For a multishot op, how many unclaimed completions may queue before the op is stopped
     /// (0: no limit).
     queue_limit: usize,
@@ -139,7 +142,8 @@ impl Driver {
     }
 
     /// Queues an op's SQE and records its waker. A multishot op's unclaimed completions queue up
-    /// to `queue_limit` (0: no limit) before the op is cancelled (see [`Event::WakeAndStop`]).
+    /// to `queue_limit` (0: no limit) before the op is cancelled (see [`Event::WakeAndStop`]);
+    /// an op that is not `cancellable` is never cancelled, not even at shutdown.
     ///
     /// # Errors
     ///
@@ -148,6 +152,7 @@ impl Driver {
         &mut self,
         entry: squeue::Entry,
         waker: Waker,
+        cancellable: bool,
         queue_limit: usize,
     ) -> io::Result<UserData> {
         if self.shut_down {
@@ -163,6 +168,7 @@ impl Driver {
         let generation = self.generation;
         let key = self.slots.insert(Entry {
             generation,
+            cancellable,
             queue_limit,
             state: State::Waiting(Some(waker)),
         });
@@ -269,13 +275,13 @@ impl Driver {
     /// released only after the final CQE (INV-slot); a cancel is submitted for it. Returns data to
     /// drop once the driver is no longer borrowed (its drop may release a registered file).
     pub(crate) fn abandon(&mut self, user_data: UserData, orphan: Orphan) -> Option<Orphan> {
-        let cancellable = orphan.cancellable;
         let shut_down = self.shut_down;
         let Some(entry) = self.entry_mut(user_data) else {
             // The kernel may still write into this data: leak it rather than free it (INV-ring).
             std::mem::forget(orphan);
             return None;
         };
+        let cancellable = entry.cancellable;
         match entry.state.abandon(orphan) {
             Abandon::Cancel => {
                 if !shut_down && cancellable {
@@ -452,12 +458,8 @@ impl Driver {
         let live: Vec<UserData> = self
             .slots
             .iter()
-            .filter(|(_, e)| match &e.state {
-                State::Waiting(_) | State::Streaming { ended: false, .. } => true,
-                // An abandoned close is left to finish (see `OpCode::CANCELLABLE`).
-                State::Abandoned(orphan) => orphan.cancellable,
-                _ => false,
-            })
+            // A close is left to finish (see `OpCode::CANCELLABLE`).
+            .filter(|(_, e)| e.cancellable && e.state.in_kernel())
             .map(|(k, e)| UserData::new(k, e.generation))
             .collect();
         for user_data in live {

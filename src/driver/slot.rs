@@ -46,12 +46,9 @@ pub(crate) trait Orphaned: 'static {
     fn completion(&mut self, c: Completion);
 }
 
-/// What a dropped op leaves behind.
+/// What a dropped op leaves behind: buffers, addresses and fd handles the kernel may still use.
 pub(crate) struct Orphan {
-    /// Buffers, addresses and fd handles the kernel may still use.
     pub data: Box<dyn Orphaned>,
-    /// Whether to cancel the op (see `OpCode::CANCELLABLE`).
-    pub cancellable: bool,
 }
 
 pub(crate) enum State {
@@ -212,7 +209,6 @@ mod tests {
         let seen = Rc::new(RefCell::new(Vec::new()));
         let o = Orphan {
             data: Box::new(Recorder(seen.clone())),
-            cancellable: true,
         };
         (o, seen)
     }

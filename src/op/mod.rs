@@ -90,10 +90,11 @@ const CANCELLED: Completion = Completion {
 fn submit<T: OpCode>(data: &mut T, cx: &Context<'_>) -> Option<Stage> {
     let state = context::current();
     let entry = data.create_entry();
-    let submitted = state
-        .driver
-        .borrow_mut()
-        .submit(entry, cx.waker().clone(), T::QUEUE_LIMIT);
+    let submitted =
+        state
+            .driver
+            .borrow_mut()
+            .submit(entry, cx.waker().clone(), T::CANCELLABLE, T::QUEUE_LIMIT);
     submitted
         .ok()
         .map(|user_data| Stage::Submitted { state, user_data })
@@ -222,7 +223,6 @@ fn abandon<T: OpCode>(stage: &Stage, data: Option<T>) {
     data.abandoned();
     let orphan = Orphan {
         data: Box::new(data),
-        cancellable: T::CANCELLABLE,
     };
     let leftover = state.driver.borrow_mut().abandon(*user_data, orphan);
     // Dropped after the borrow ends: the data may hold a registered file whose release needs the
