@@ -87,6 +87,6 @@ fn a_sleep_polled_after_its_runtime_is_gone_completes_instead_of_panicking() {
             assert!(uring_tests::poll_once(&mut again).await.is_pending());
         });
         drop(rt);
-        uring::run(async move { again.await });
+        uring::run(again);
     });
 }
