@@ -80,3 +80,4 @@ pub fn under_valgrind() -> bool {
     std::env::var("URING_VALGRIND").is_ok()
 }
 pub mod bench;
+pub mod fuse;
