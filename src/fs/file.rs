@@ -68,24 +68,38 @@ impl File {
         File { fd }
     }
 
-    /// Wraps an open `std::fs::File` (or any fd turned into one, such as a pipe end).
-    pub fn from_std(file: std::fs::File) -> File {
-        File {
-            fd: SharedFd::new_file(file.into_raw_fd()),
-        }
-    }
-
-    /// Turns this back into a `std::fs::File`.
+    /// Wraps an open `std::fs::File` (or any fd turned into one, such as a pipe end), putting
+    /// it back into blocking mode if it was not: io_uring answers an `O_NONBLOCK` fd that is
+    /// not ready with `EAGAIN` instead of waiting for it. The same shape as the sockets'
+    /// `from_std`.
     ///
     /// # Errors
     ///
-    /// Gives `self` back if an operation whose future was dropped still holds the fd (the kernel
-    /// has not completed it yet).
-    pub fn into_std(self) -> Result<std::fs::File, File> {
+    /// If the mode cannot be read or changed (`fcntl(2)`).
+    pub fn from_std(file: std::fs::File) -> io::Result<File> {
+        set_blocking(&file)?;
+        Ok(File {
+            fd: SharedFd::new_file(file.into_raw_fd()),
+        })
+    }
+
+    /// Gives the file back as a `std::fs::File`. If an operation whose future was dropped still
+    /// holds the fd (the kernel has not completed it yet), the result is a duplicate of the fd,
+    /// and this one is closed when that operation is done. The same shape as the sockets'
+    /// `into_std`.
+    ///
+    /// # Errors
+    ///
+    /// If the fd had to be duplicated and that failed (`EMFILE`).
+    pub fn into_std(self) -> io::Result<std::fs::File> {
         match self.fd.try_unwrap() {
-            // SAFETY: `try_unwrap` handed us sole ownership of the open fd.
+            // SAFETY: INV-fd: `try_unwrap` handed us sole ownership of the open fd.
             Ok(fd) => Ok(unsafe { std::fs::File::from_raw_fd(fd) }),
-            Err(fd) => Err(File { fd }),
+            Err(shared) => {
+                // SAFETY: INV-fd: `shared` keeps the fd open for the borrow.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(shared.as_raw_fd()) };
+                Ok(std::fs::File::from(borrowed.try_clone_to_owned()?))
+            }
         }
     }
 
@@ -251,9 +265,31 @@ impl AsFd for File {
 }
 
 impl From<std::fs::File> for File {
+    /// As [`File::from_std`], for a file known to be in blocking mode (a failure to check the
+    /// mode is ignored).
     fn from(file: std::fs::File) -> File {
-        File::from_std(file)
+        let _ = set_blocking(&file);
+        File {
+            fd: SharedFd::new_file(file.into_raw_fd()),
+        }
     }
+}
+
+/// Clears `O_NONBLOCK` on `file` if it is set.
+fn set_blocking(file: &std::fs::File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: F_GETFL on an fd `file` keeps open; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        // SAFETY: F_SETFL on an fd `file` keeps open; no memory is passed.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Positions are `i64` (`loff_t`) for the kernel, and `-1` means "the file's cursor": a

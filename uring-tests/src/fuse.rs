@@ -90,6 +90,7 @@ const FUSE_RELEASEDIR: u32 = 29;
 const FUSE_INTERRUPT: u32 = 36;
 const FUSE_DESTROY: u32 = 38;
 const FUSE_BATCH_FORGET: u32 = 42;
+const FUSE_POLL: u32 = 40;
 
 /// sizeof(struct fuse_in_header) and sizeof(struct fuse_out_header).
 const IN_HEADER: usize = 40;
@@ -123,6 +124,8 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Answer POLL with "not ready" instead of ENOSYS (see [`HungFs::reads_go_to_workers`]).
+    poll_not_ready: bool,
     hold_reads: bool,
     hold_flush: bool,
     /// Set by shutdown: nothing is held any more.
@@ -238,6 +241,15 @@ impl HungFs {
         for r in held {
             self.shared.reply_read(&r);
         }
+    }
+
+    /// With `on`, POLL requests fail (EIO, which the kernel reports as EPOLLERR) instead of
+    /// getting ENOSYS. io_uring then sees a file that cannot be read without blocking and hands
+    /// its reads to an io-wq worker, as it does for a file on NFS (which has no poll method):
+    /// set this before the first read, so that a held read blocks a worker, not the thread that
+    /// submitted it.
+    pub fn reads_go_to_workers(&self, on: bool) {
+        self.shared.lock().poll_not_ready = on;
     }
 
     /// While on, FLUSH requests (sent by close(2)) are held unanswered. Switching it off answers
@@ -582,6 +594,10 @@ fn handle(
             shared.reply(unique, &dirents(offset, size));
         }
         FUSE_RELEASE | FUSE_RELEASEDIR | FUSE_DESTROY => shared.reply(unique, &[]),
+        FUSE_POLL if shared.lock().poll_not_ready => {
+            // The kernel turns a failed POLL into EPOLLERR: never readable without blocking.
+            shared.reply_err(unique, libc::EIO);
+        }
         FUSE_INTERRUPT => {
             // No answer: the interrupted request stays held.
             shared.lock().interrupts += 1;
@@ -751,6 +767,34 @@ fn fresh_dir() -> io::Result<PathBuf> {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(context(e, &format!("create {}", dir.display()))),
+        }
+    }
+}
+
+/// Aborts every FUSE connection of this machine through the fusectl filesystem (mounting it at
+/// `/sys/fs/fuse/connections` if needed): requests still held by a fixture whose process died
+/// fail at once, so the threads waiting on them (and the dying process) can finish. For test
+/// cleanup after a child was killed.
+pub fn abort_all_connections() {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let mounted = std::fs::read_dir(dir)
+        .map(|d| d.count() > 0)
+        .unwrap_or(false);
+    if !mounted {
+        // SAFETY: all pointers are to NUL-terminated strings that outlive the call.
+        unsafe {
+            libc::mount(
+                c"fusectl".as_ptr(),
+                c"/sys/fs/fuse/connections".as_ptr(),
+                c"fusectl".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::write(e.path().join("abort"), "1");
         }
     }
 }

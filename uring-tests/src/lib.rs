@@ -68,6 +68,63 @@ pub fn run_child(test_name: &str, role: &str) -> Output {
         .expect("run child test process")
 }
 
+/// As [`run_child`], but a child still running after `limit` is killed (after `on_timeout` ran,
+/// to release whatever the child may be stuck on) and reported as `Err` with its output so far.
+pub fn run_child_with_limit(
+    test_name: &str,
+    role: &str,
+    limit: Duration,
+    on_timeout: impl FnOnce(),
+) -> Result<Output, String> {
+    use std::io::Read;
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, role)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run child test process");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let Some(status) = status else {
+        on_timeout();
+        let _ = child.kill();
+        let _ = child.wait();
+        let (out, err) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        return Err(format!(
+            "child still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        ));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
 /// Sets RLIMIT_NOFILE's soft limit (not above the hard limit) and returns the old soft limit.
 pub fn set_nofile_limit(soft: u64) -> u64 {
     let mut lim = libc::rlimit {

@@ -64,7 +64,7 @@ fn pipe() -> (std::fs::File, std::fs::File) {
 /// on it wait until a test writes.
 fn waiting_pipe() -> (File, std::fs::File) {
     let (r, w) = pipe();
-    (File::from_std(r), w)
+    (File::from_std(r).unwrap(), w)
 }
 
 /// Polls `fut` once (so its op is submitted) and reports whether it completed.

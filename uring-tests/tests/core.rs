@@ -810,7 +810,7 @@ fn tiny_ring_file_ops(entries: u32) {
     const OPS: usize = 100_000;
     const LEN: usize = 64 * 1024;
     let rt = Runtime::builder().entries(entries).build().unwrap();
-    let file = Rc::new(uring::fs::File::from_std(pattern_file(LEN)));
+    let file = Rc::new(uring::fs::File::from_std(pattern_file(LEN)).unwrap());
     let bad = rt.block_on(async {
         let handles: Vec<_> = (0..OPS)
             .map(|i| {
@@ -837,7 +837,7 @@ fn tiny_ring_file_ops(entries: u32) {
         "{bad} reads gave wrong data on an entries({entries}) ring"
     );
 
-    let out = Rc::new(uring::fs::File::from_std(pattern_file(0)));
+    let out = Rc::new(uring::fs::File::from_std(pattern_file(0)).unwrap());
     rt.block_on(async {
         let handles: Vec<_> = (0..OPS)
             .map(|i| {
@@ -876,8 +876,8 @@ fn tiny_ring_pipe_reads(entries: u32) {
     let mut writers = Vec::new();
     for _ in 0..PIPES {
         let (r, w) = pipe();
-        readers.push(Rc::new(uring::fs::File::from_std(r)));
-        writers.push(uring::fs::File::from_std(w));
+        readers.push(Rc::new(uring::fs::File::from_std(r).unwrap()));
+        writers.push(uring::fs::File::from_std(w).unwrap());
     }
     let counts = rt.block_on(async {
         let handles: Vec<_> = (0..OPS)
@@ -1170,7 +1170,10 @@ fn extreme_durations_and_ring_sizes() {
                 Ok(rt) => {
                     let v = rt.block_on(async {
                         let (r, w) = pipe();
-                        let (r, w) = (uring::fs::File::from_std(r), uring::fs::File::from_std(w));
+                        let (r, w) = (
+                            uring::fs::File::from_std(r).unwrap(),
+                            uring::fs::File::from_std(w).unwrap(),
+                        );
                         let reads: Vec<_> = (0..8)
                             .map(|_| Box::pin(r.read_at(Vec::with_capacity(1), 0)))
                             .collect();

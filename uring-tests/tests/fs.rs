@@ -384,7 +384,7 @@ fn file_round_trips() {
         assert_eq!(fds_open_on(&p), 1, "close released the fd");
         let std_file = f.into_std().unwrap();
         assert_eq!(std_file.metadata().unwrap().len(), 1 << 20);
-        let f = File::from_std(std_file);
+        let f = File::from_std(std_file).unwrap();
         let (n, buf) = f.read_at(Vec::with_capacity(3), 0).await;
         assert_eq!((n.unwrap(), buf), (3, b"abc".to_vec()));
         use std::os::fd::AsFd;

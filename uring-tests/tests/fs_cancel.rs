@@ -127,7 +127,7 @@ fn dropped_read_on_empty_fifo_is_cancelled() {
                 .open(&p)
                 .unwrap();
             let writer = std_file.try_clone().unwrap();
-            let f = File::from_std(std_file);
+            let f = File::from_std(std_file).unwrap();
             let res =
                 uring::time::timeout(Duration::from_millis(50), f.read_at(vec![0u8; 64], 0)).await;
             assert!(

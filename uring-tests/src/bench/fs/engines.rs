@@ -16,7 +16,7 @@ use uring::fs::AlignedBuf;
 pub(super) fn run_uring(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
     let rt = uring::Runtime::new().expect("uring runtime");
     rt.block_on(async {
-        let f = Rc::new(uring::fs::File::from_std(open_std(path, w)));
+        let f = Rc::new(uring::fs::File::from(open_std(path, w)));
         let seq = Rc::new(Cell::new(0));
         let start = Instant::now();
         let tasks: Vec<_> = (0..w.depth)
@@ -74,7 +74,7 @@ async fn uring_op(
 pub(super) fn run_uring_futures(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
     let rt = uring::Runtime::new().expect("uring runtime");
     rt.block_on(async {
-        let f = Rc::new(uring::fs::File::from_std(open_std(path, w)));
+        let f = Rc::new(uring::fs::File::from(open_std(path, w)));
         let mut offs = Offsets::new(cfg.size, w, round * 1000 + 1, Rc::new(Cell::new(0)));
         let make = |buf, off| Box::pin(uring_op(f.clone(), w.write, buf, off));
         let mut slots: Vec<Option<_>> = (0..w.depth)
