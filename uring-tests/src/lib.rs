@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::process::{Command, Output};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::task::Poll;
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Runs `f` on a fresh thread and panics if it has not returned within `limit`: a hang fails the
@@ -174,6 +174,42 @@ impl Drop for DropFlag {
 pub fn drop_flag() -> (DropFlag, Rc<Cell<bool>>) {
     let flag = Rc::new(Cell::new(false));
     (DropFlag(flag.clone()), flag)
+}
+
+/// A one-shot signal another OS thread sets, waking whoever waits for it.
+#[derive(Clone, Default)]
+pub struct ThreadSignal(Arc<Mutex<(bool, Option<Waker>)>>);
+
+impl ThreadSignal {
+    /// Sets the signal and wakes the waiter.
+    pub fn set(&self) {
+        let waker = {
+            let mut s = self.0.lock().unwrap();
+            s.0 = true;
+            s.1.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Waits until the signal is set.
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut s = self.0.lock().unwrap();
+            if s.0 {
+                Poll::Ready(())
+            } else {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Whether a waiter has registered its waker.
+    pub fn has_waiter(&self) -> bool {
+        self.0.lock().unwrap().1.is_some()
+    }
 }
 
 /// A fresh directory under the temp dir, removed (with its contents) on drop.
