@@ -41,6 +41,15 @@ pub fn watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send
     }
 }
 
+/// Runs the future `make` builds on a fresh runtime, on a watchdog's thread (see [`watchdog`]).
+pub fn run_watched<T, F>(limit: Duration, make: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: Future<Output = T>,
+{
+    watchdog(limit, move || uring::run(make()))
+}
+
 /// How many fds this process has open (entries of /proc/self/fd).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -279,6 +288,35 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
+
+    /// `n` pseudo-random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            v.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    }
+}
+
+/// How many of this process's fds are open on `path` (links in /proc/self/fd).
+pub fn fds_open_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target == path)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// An empty buffer with room for `capacity` bytes, all of them zeroed first (so valgrind, which
+/// cannot see the kernel's writes, sees initialized memory where the kernel writes).
+pub fn zeroed_empty(capacity: usize) -> Vec<u8> {
+    let mut v = vec![0u8; capacity];
+    v.clear();
+    v
 }
 
 pub mod bench;

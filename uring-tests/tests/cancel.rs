@@ -11,8 +11,6 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +20,7 @@ use uring::buf::{IoBuf, IoBufMut};
 use uring::fs::File;
 use uring::time::{sleep, timeout};
 use uring::Runtime;
-use uring_tests::{open_fds, under_valgrind, watchdog};
+use uring_tests::{drop_flag, open_fds, pipe, poll_once, scaled, watchdog, zeroed_buf};
 
 /// Generous: valgrind slows everything down by an order of magnitude or more.
 const LIMIT: Duration = Duration::from_secs(300);
@@ -35,50 +33,11 @@ fn serial<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     watchdog(LIMIT, f)
 }
 
-/// How many ops a test drops: fewer under valgrind (which slows the test down tenfold or more).
-fn scaled(n: usize) -> usize {
-    if under_valgrind() {
-        (n / 2).max(10)
-    } else {
-        n
-    }
-}
-
-/// A buffer for the kernel to write into: zeroed (so valgrind sees initialized memory), with
-/// room for `n` bytes.
-fn zeroed_buf(n: usize) -> Vec<u8> {
-    vec![0u8; n]
-}
-
-fn pipe() -> (std::fs::File, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array we own.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
-    // SAFETY: both fds are fresh and owned by nobody else.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    (r.into(), w.into())
-}
-
 /// A pipe whose read end is a uring `File` and whose write end stays a blocking std file: reads
 /// on it wait until a test writes.
 fn waiting_pipe() -> (File, std::fs::File) {
     let (r, w) = pipe();
     (File::from_std(r).unwrap(), w)
-}
-
-/// Polls `fut` once (so its op is submitted) and reports whether it completed.
-async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
-}
-
-/// Sets its flag when dropped: shows that a task's future was dropped.
-struct DropFlag(Rc<Cell<bool>>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.set(true);
-    }
 }
 
 /// A buffer that counts itself in a shared live counter from creation until it is freed, so a
@@ -319,9 +278,8 @@ fn drop_runtime_with_ops_and_tasks_in_flight() {
             let mut flags: Vec<Rc<Cell<bool>>> = Vec::new();
             let mut handles = Vec::new();
             for i in 0..n {
-                let flag = Rc::new(Cell::new(false));
-                flags.push(flag.clone());
-                let guard = DropFlag(flag);
+                let (guard, flag) = drop_flag();
+                flags.push(flag);
                 let r = reader.clone();
                 let buf = TrackedBuf::new(32, &live);
                 let h = uring::spawn(async move {

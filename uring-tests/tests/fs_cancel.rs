@@ -17,7 +17,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 use uring::fs::{AlignedBuf, File, OpenOptions};
-use uring_tests::{under_valgrind, watchdog};
+use uring_tests::{fds_open_on, under_valgrind, watchdog};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -45,13 +45,6 @@ async fn poll_then_drop<F: Future>(fut: F, polls: usize) -> Option<F::Output> {
 
 /// How many of this process's fds are open on `path` (robust against other tests opening and
 /// closing their own fds in parallel).
-fn fds_open_on(path: &std::path::Path) -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|target| target == path)
-        .count()
-}
 
 #[test]
 fn dropped_reads_then_reread_give_correct_bytes() {
