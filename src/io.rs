@@ -41,7 +41,7 @@
 //! });
 //! ```
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, Slice};
 use crate::BufResult;
 use std::future::Future;
 use std::io;
@@ -84,48 +84,64 @@ pub trait AsyncWriteOwned {
 /// Reads until `buf` is full; see [`AsyncReadOwned::read_exact`].
 pub(crate) async fn read_exact<R: AsyncReadOwned + ?Sized, B: IoBufMut>(
     reader: &R,
-    mut buf: B,
+    buf: B,
 ) -> BufResult<(), B> {
     let total = buf.bytes_total();
-    let mut filled = 0;
-    while filled < total {
-        let (res, slice) = reader.read(buf.slice(filled..total)).await;
-        buf = slice.into_inner();
-        match res {
-            Ok(0) => {
-                let e = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("end of stream after {filled} of {total} bytes"),
-                );
-                return (Err(e), buf);
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (Err(e), buf),
-        }
-    }
-    (Ok(()), buf)
+    until_done(buf, total, Short::Read, |slice, _| reader.read(slice)).await
 }
 
 /// Writes all initialized bytes of `buf`; see [`AsyncWriteOwned::write_all`].
 pub(crate) async fn write_all<W: AsyncWriteOwned + ?Sized, B: IoBuf>(
     writer: &W,
-    mut buf: B,
+    buf: B,
 ) -> BufResult<(), B> {
-    let len = buf.bytes_init();
-    let mut written = 0;
-    while written < len {
-        let (res, slice) = writer.write(buf.slice(written..len)).await;
+    let total = buf.bytes_init();
+    until_done(buf, total, Short::Write, |slice, _| writer.write(slice)).await
+}
+
+/// Which transfer [`until_done`] loops over: what a transfer of 0 bytes means.
+#[derive(Clone, Copy)]
+pub(crate) enum Short {
+    /// 0 bytes read: the stream or file ended before the buffer was full.
+    Read,
+    /// 0 bytes written: the stream or file took nothing.
+    Write,
+}
+
+/// The loop behind every `read_exact` and `write_all`: runs `step` on the part of `buf` from
+/// `done` to `total` (and the offset `done`, for positional I/O) until all of it is transferred.
+/// `Interrupted` is retried; 0 bytes is an `UnexpectedEof` (reads) or `WriteZero` (writes)
+/// error; any other error ends the loop. The buffer comes back in every case.
+pub(crate) async fn until_done<B, F, Fut>(
+    mut buf: B,
+    total: usize,
+    short: Short,
+    mut step: F,
+) -> BufResult<(), B>
+where
+    B: IoBuf,
+    F: FnMut(Slice<B>, usize) -> Fut,
+    Fut: Future<Output = BufResult<usize, Slice<B>>>,
+{
+    let mut done = 0;
+    while done < total {
+        let (res, slice) = step(buf.slice(done..total), done).await;
         buf = slice.into_inner();
         match res {
             Ok(0) => {
-                let e = io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("the stream took 0 bytes after {written} of {len}"),
-                );
+                let e = match short {
+                    Short::Read => io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("end of stream after {done} of {total} bytes"),
+                    ),
+                    Short::Write => io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("0 bytes taken after {done} of {total}"),
+                    ),
+                };
                 return (Err(e), buf);
             }
-            Ok(n) => written += n,
+            Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (Err(e), buf),
         }

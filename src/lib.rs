@@ -37,6 +37,7 @@ mod op;
 mod runtime;
 mod task;
 pub mod time;
+mod waker;
 
 pub use buf::BufResult;
 pub use driver::{DriverStats, RingSetup};

@@ -220,7 +220,7 @@ impl Driver {
                 Poll::Ready(c)
             }
             State::Waiting(waker) => {
-                set_waker(waker, cx);
+                crate::waker::store(waker, cx);
                 Poll::Pending
             }
             _ => unreachable!("poll_op on a multishot or abandoned slot"),
@@ -245,7 +245,7 @@ impl Driver {
                 Poll::Ready(Some(c))
             }
             State::Waiting(waker) => {
-                set_waker(waker, cx);
+                crate::waker::store(waker, cx);
                 Poll::Pending
             }
             State::Streaming {
@@ -263,7 +263,7 @@ impl Driver {
                     self.slots.remove(user_data.key());
                     Poll::Ready(None)
                 } else {
-                    set_waker(waker, cx);
+                    crate::waker::store(waker, cx);
                     Poll::Pending
                 }
             }
@@ -506,12 +506,5 @@ impl Driver {
         std::mem::forget(std::mem::take(&mut self.slots));
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
         self.drain_gave_up = true;
-    }
-}
-
-fn set_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
     }
 }

@@ -3,6 +3,7 @@
 use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
 use crate::fs::{Metadata, OpenOptions};
+use crate::io::{until_done, Short};
 use crate::op::{fs as op, rw};
 use crate::BufResult;
 use std::io;
@@ -152,24 +153,10 @@ impl File {
     /// initialized length says how many); any read error.
     pub async fn read_exact_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<(), B> {
         let total = buf.bytes_total();
-        let mut done = 0;
-        let mut buf = buf;
-        while done < total {
-            let (res, slice) = self
-                .read_at(buf.slice(done..total), pos.saturating_add(done as u64))
-                .await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    let msg = format!("file ended after {done} of {total} bytes");
-                    return (Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg)), buf);
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+        until_done(buf, total, Short::Read, |slice, done| {
+            self.read_at(slice, pos.saturating_add(done as u64))
+        })
+        .await
     }
 
     /// Writes all of the buffer's initialized bytes at offset `pos`, writing again after short
@@ -181,24 +168,10 @@ impl File {
     /// (`ENOSPC`) or `FileTooLarge` (`EFBIG`). The bytes written before the error stay written.
     pub async fn write_all_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<(), B> {
         let total = buf.bytes_init();
-        let mut done = 0;
-        let mut buf = buf;
-        while done < total {
-            let (res, slice) = self
-                .write_at(buf.slice(done..total), pos.saturating_add(done as u64))
-                .await;
-            buf = slice.into_inner();
-            match res {
-                Ok(0) => {
-                    let msg = format!("the file took 0 bytes after {done} of {total}");
-                    return (Err(io::Error::new(io::ErrorKind::WriteZero, msg)), buf);
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+        until_done(buf, total, Short::Write, |slice, done| {
+            self.write_at(slice, pos.saturating_add(done as u64))
+        })
+        .await
     }
 
     /// Flushes data and metadata to the device (`IORING_OP_FSYNC`).

@@ -71,10 +71,7 @@ impl Timers {
         if e.fired {
             return true;
         }
-        match &e.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => e.waker = Some(cx.waker().clone()),
-        }
+        crate::waker::store(&mut e.waker, cx);
         false
     }
 

@@ -399,11 +399,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         }
         // SAFETY: INV-task; the join waker is only touched on this thread, never while the task
         // itself is in `finish` (which is not re-entrant with this poll).
-        let slot = unsafe { &mut *self.join_waker.get() };
-        match slot {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
-        }
+        crate::waker::store(unsafe { &mut *self.join_waker.get() }, cx);
         Poll::Pending
     }
 }
