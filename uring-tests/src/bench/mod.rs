@@ -8,10 +8,13 @@ pub mod fs;
 /// Prints a table: a title, a header row and rows, columns padded to fit.
 pub fn print_table(title: &str, header: &[&str], rows: &[Vec<String>]) {
     let cols = header.len();
-    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    // Widths in characters, not bytes: `format!`'s padding counts characters, and "µs" is
+    // three bytes.
+    let chars = |s: &str| s.chars().count();
+    let mut width: Vec<usize> = header.iter().map(|h| chars(h)).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate().take(cols) {
-            width[i] = width[i].max(c.len());
+            width[i] = width[i].max(chars(c));
         }
     }
     println!("\n## {title}\n");
