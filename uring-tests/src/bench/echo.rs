@@ -174,7 +174,8 @@ pub fn summary(results: &[RowFigures]) -> Vec<SummaryRow> {
         let Some(uring) = figure(ServerKind::Uring) else {
             continue;
         };
-        let work = format!("TCP echo, {} conns x {}", row.conns, size_name(row.size));
+        let conns = if row.conns == 1 { "conn" } else { "conns" };
+        let work = format!("TCP echo, {} {conns} x {}", row.conns, size_name(row.size));
         let side = |cpu: bool| {
             peers
                 .iter()
