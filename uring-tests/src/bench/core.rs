@@ -10,7 +10,7 @@
 //! runtime is built before the clock starts and dropped after it stops), in milliseconds. Rounds
 //! alternate between the two runtimes so that noise from the shared machine hits both alike.
 
-use super::{median, print_table};
+use super::{median, print_table, Better, SummaryRow};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -60,12 +60,12 @@ impl Default for Options {
     }
 }
 
-/// Runs the suite and prints its table.
+/// Runs the suite, prints its table and returns its rows for the closing summary.
 ///
 /// # Panics
 ///
 /// If `opts` names an unknown row or runtime, or if a runtime cannot be built.
-pub fn run(opts: &Options) {
+pub fn run(opts: &Options) -> Vec<SummaryRow> {
     let rounds = opts.rounds.max(1);
     let row = opts.row.as_deref();
     let only = opts.runtime.as_deref();
@@ -125,6 +125,7 @@ pub fn run(opts: &Options) {
     );
 
     let mut table = Vec::new();
+    let mut summary = Vec::new();
     for r in rows
         .iter()
         .filter(|r| row.is_none_or(|name| name == r.name))
@@ -148,6 +149,19 @@ pub fn run(opts: &Options) {
         }
         let (u, t) = (median(&mut u), median(&mut t));
         let ratio = u / t;
+        summary.push(SummaryRow {
+            suite: "core",
+            work: r.what.clone(),
+            figure: "ms",
+            better: Better::Lower,
+            decimals: 1,
+            uring: u,
+            peers: if run_tokio {
+                vec![("tokio", t, ratio)]
+            } else {
+                Vec::new()
+            },
+        });
         let fmt = |x: f64| {
             if x.is_nan() {
                 "-".to_string()
@@ -186,6 +200,7 @@ pub fn run(opts: &Options) {
         ],
         &table,
     );
+    summary
 }
 
 /// Pins the calling thread to the CPU it runs on, so both runtimes see the same core; restores

@@ -15,7 +15,8 @@
 //! at `$URING_ECHO_SERVER`); `echo-server --bench [CONNSxBYTES] [--rounds N]` runs this suite,
 //! `echo-server --load ADDR ...` only the load generator (to profile one server).
 //! `URING_BENCH_QUICK=1` runs short windows for a quick look; `URING_ECHO_SERVERS=tokio,raw`
-//! picks the servers.
+//! picks the servers. `bench` with no arguments runs the short pass ([`Options::short`]: two
+//! rows, shorter windows) and `bench --full` or `bench echo` the full suite.
 //!
 //! Two hand-written loops run: `raw` (multishot recv into a provided buffer ring, send from the
 //! received buffer) and `raw-single` (exactly the uring server's ops: single-shot recv into the
@@ -28,6 +29,7 @@ pub mod raw;
 pub mod raw_single;
 pub mod server;
 
+use super::{Better, SummaryRow};
 use loadgen::LoadResult;
 pub use server::ServerKind;
 use std::io::{self, BufRead, BufReader};
@@ -86,23 +88,63 @@ impl Options {
             ..Options::full(rounds)
         }
     }
+
+    /// The short pass `bench` runs by default: two rows, one per connection count the target
+    /// names (50 x 64 B and 500 x 4 KiB, so both message sizes are seen too), every server,
+    /// `rounds` alternating windows of 0.4 s per server (about 11 seconds a row with 5).
+    /// Windows stay at 0.4 s rather than the quick look's 0.3 s because CPU time comes from
+    /// `/proc` in 10 ms ticks: a shorter window makes CPU per request coarser.
+    pub fn short(rounds: usize) -> Options {
+        Options {
+            rounds: rounds.max(1),
+            warmup: Duration::from_millis(100),
+            measure: Duration::from_millis(400),
+            rows: vec![(50, 64), (500, 4096)],
+            servers: ServerKind::ALL.to_vec(),
+        }
+    }
 }
 
-/// Runs the suite and prints its tables. `row` picks one row, written `CONNSxBYTES` (`50x64`).
-/// With `URING_BENCH_QUICK=1` in the environment, windows are short;
+/// Runs the suite, prints its tables and returns its figures. `row` picks one row, written
+/// `CONNSxBYTES` (`50x64`). With `URING_BENCH_QUICK=1` in the environment, windows are short;
 /// `URING_ECHO_SERVERS=tokio,raw` picks the servers.
 ///
 /// # Panics
 ///
 /// When `row` does not name a row, or a server or the load generator fails (the message says
 /// which and why).
-pub fn run(rounds: usize, row: Option<&str>) {
+pub fn run(rounds: usize, row: Option<&str>) -> Vec<RowFigures> {
     let quick = std::env::var("URING_BENCH_QUICK").is_ok_and(|v| v != "0" && !v.is_empty());
     let mut opts = if quick {
         Options::quick(rounds)
     } else {
         Options::full(rounds)
     };
+    servers_from_env(&mut opts);
+    if let Some(r) = row {
+        let parsed = r
+            .split_once('x')
+            .and_then(|(c, s)| Some((c.parse().ok()?, s.parse().ok()?)))
+            .unwrap_or_else(|| panic!("echo row {r:?}: expected CONNSxBYTES, such as 50x64"));
+        opts.rows = vec![parsed];
+    }
+    run_with(&opts).unwrap_or_else(|e| panic!("echo benchmark: {e}"))
+}
+
+/// Runs the short pass ([`Options::short`]) with `rounds` windows per server, prints its tables
+/// and returns its figures. `URING_ECHO_SERVERS` picks the servers, as for [`run`].
+///
+/// # Panics
+///
+/// When a server or the load generator fails (the message says which and why).
+pub fn run_short(rounds: usize) -> Vec<RowFigures> {
+    let mut opts = Options::short(rounds);
+    servers_from_env(&mut opts);
+    run_with(&opts).unwrap_or_else(|e| panic!("echo benchmark: {e}"))
+}
+
+/// `URING_ECHO_SERVERS=tokio,raw`: only these servers.
+fn servers_from_env(opts: &mut Options) {
     if let Ok(list) = std::env::var("URING_ECHO_SERVERS") {
         opts.servers = list
             .split(',')
@@ -115,16 +157,59 @@ pub fn run(rounds: usize, row: Option<&str>) {
             })
             .collect();
     }
-    if let Some(r) = row {
-        let parsed = r
-            .split_once('x')
-            .and_then(|(c, s)| Some((c.parse().ok()?, s.parse().ok()?)))
-            .unwrap_or_else(|| panic!("echo row {r:?}: expected CONNSxBYTES, such as 50x64"));
-        opts.rows = vec![parsed];
+}
+
+/// The closing summary's rows for `results`: per row, server CPU per request (the sharper
+/// figure on two cores, where the load generator saturates first) and requests per second,
+/// with the paired ratios of [`RowFigures::ratio`], the same numbers as the ratio table.
+pub fn summary(results: &[RowFigures]) -> Vec<SummaryRow> {
+    let peers = [
+        (ServerKind::Tokio, "tokio"),
+        (ServerKind::Raw, "io_uring loop"),
+        (ServerKind::RawSingle, "loop, same ops"),
+    ];
+    let mut rows = Vec::new();
+    for row in results {
+        let figure = |k| row.figures.iter().find(|(x, _)| *x == k).map(|(_, f)| *f);
+        let Some(uring) = figure(ServerKind::Uring) else {
+            continue;
+        };
+        let conns = if row.conns == 1 { "conn" } else { "conns" };
+        let work = format!("TCP echo, {} {conns} x {}", row.conns, size_name(row.size));
+        let side = |cpu: bool| {
+            peers
+                .iter()
+                .filter_map(|&(k, column)| {
+                    let f = figure(k)?;
+                    let (rate, cpu_ratio) = row.ratio(ServerKind::Uring, k)?;
+                    Some(if cpu {
+                        (column, f.cpu_us, cpu_ratio)
+                    } else {
+                        (column, f.rate, rate)
+                    })
+                })
+                .collect()
+        };
+        rows.push(SummaryRow {
+            suite: "echo",
+            work: work.clone(),
+            figure: "server CPU µs/req",
+            better: Better::Lower,
+            decimals: 2,
+            uring: uring.cpu_us,
+            peers: side(true),
+        });
+        rows.push(SummaryRow {
+            suite: "echo",
+            work,
+            figure: "req/s",
+            better: Better::Higher,
+            decimals: 0,
+            uring: uring.rate,
+            peers: side(false),
+        });
     }
-    if let Err(e) = run_with(&opts) {
-        panic!("echo benchmark: {e}");
-    }
+    rows
 }
 
 /// One figure set: medians over rounds for one server at one row.

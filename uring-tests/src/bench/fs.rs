@@ -6,6 +6,9 @@
 //! cargo run --release -p uring-tests --bin bench -- fs [--size 1G] [--secs 2] [--rounds 3] [--only QD32]
 //! ```
 //!
+//! `bench` with no arguments runs the short pass ([`Config::short`]: four workloads on a
+//! 256 MiB file, 3 rounds of 0.5 s); `bench --full` or `bench fs` the defaults below.
+//!
 //! The file (`$TMPDIR/uring-bench-fs-<size>M.dat`) is created once and reused. Every row runs
 //! for a fixed duration per round; rounds interleave the engines (so a noisy neighbour on the
 //! shared machine hits them alike) and the table shows medians. "Hot" rows read a file that is
@@ -32,7 +35,7 @@
 
 mod engines;
 
-use super::{median, print_table};
+use super::{median, print_table, Better, SummaryRow};
 use engines::*;
 use std::cell::Cell;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -62,6 +65,8 @@ pub struct Config {
     pub only: Option<String>,
     /// Only these peers (`tokio-fs`, `tokio-pread`, `std`, `fio`); uring always runs.
     pub engines: Option<Vec<String>>,
+    /// Only the workloads with exactly these names (the short pass's pick); `None` runs all.
+    pub workloads: Option<Vec<&'static str>>,
 }
 
 impl Default for Config {
@@ -72,11 +77,47 @@ impl Default for Config {
             rounds: 3,
             only: None,
             engines: None,
+            workloads: None,
         }
     }
 }
 
 impl Config {
+    /// The short pass `bench` runs by default (about 35 s, a few more with fio): a 256 MiB file
+    /// (a quarter of the full suite's, so creating and warming it is quick), 3 rounds of 0.5 s,
+    /// and one workload of each kind (hot random reads, `O_DIRECT` random reads, hot sequential
+    /// reads, buffered random writes) at the depth the targets name. Peers: tokio::fs, tokio
+    /// spawn_blocking, the std loop, the bare io_uring loop and fio; the variants (registered
+    /// buffers, rotating buffers, QD1) only run in the full suite. `URING_BENCH_FS_SIZE` still
+    /// sets the size.
+    ///
+    /// # Errors
+    ///
+    /// When `URING_BENCH_FS_SIZE` is not a size.
+    pub fn short() -> Result<Config, String> {
+        let mut c = Config {
+            size: 256 << 20,
+            secs: 0.5,
+            rounds: 3,
+            only: None,
+            engines: Some(
+                ["tokio-fs", "tokio-pread", "std", "raw", "fio"]
+                    .map(str::to_string)
+                    .to_vec(),
+            ),
+            workloads: Some(vec![
+                "4K rand read, hot, QD32",
+                "4K rand read, O_DIRECT, QD32",
+                "1M seq read, hot, QD4",
+                "4K rand write, buffered, QD32",
+            ]),
+        };
+        if let Ok(s) = std::env::var("URING_BENCH_FS_SIZE") {
+            c.size = parse_size(&s)? & !((1 << 20) - 1);
+        }
+        Ok(c)
+    }
+
     /// Reads `--size N[K|M|G]`, `--secs S`, `--rounds R` (also `URING_BENCH_FS_SIZE`) and
     /// `--only TEXT` (run only the workloads whose name contains TEXT), `--engines a,b` (run only
     /// these peers: `tokio-fs`, `tokio-pread`, `std`, `fio`).
@@ -298,27 +339,37 @@ fn fmt_rate(ops: f64, block: usize) -> (String, String) {
     (format!("{:.0}", ops), format!("{:.1}", mib))
 }
 
-/// Runs the suite and prints its table. `args`: see [`Config::from_args`].
-pub fn run(args: &[String]) {
+/// Runs the suite, prints its table and returns its rows for the closing summary. `args`: see
+/// [`Config::from_args`].
+pub fn run(args: &[String]) -> Vec<SummaryRow> {
     let cfg = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) if e == USAGE => {
             println!("{USAGE}");
-            return;
+            return Vec::new();
         }
         Err(e) => {
             eprintln!("{e}\n{USAGE}");
             std::process::exit(2);
         }
     };
+    run_config(&cfg)
+}
+
+/// Runs the suite as `cfg` says, prints its table and returns its rows for the closing summary:
+/// per workload, uring's (QD tasks) IOPS and each peer's, with the same paired ratios as the
+/// table.
+pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
     let path = prepare_file(cfg.size);
     let fio = fio_available();
     let mut rows = Vec::new();
+    let mut summary = Vec::new();
     for w in WORKLOADS {
         if cfg
             .only
             .as_ref()
             .is_some_and(|o| !w.name.contains(o.as_str()))
+            || cfg.workloads.as_ref().is_some_and(|n| !n.contains(&w.name))
         {
             continue;
         }
@@ -330,66 +381,85 @@ pub fn run(args: &[String]) {
                 .as_ref()
                 .is_none_or(|v| v.iter().any(|x| x == e))
         };
-        type Engine<'a> = (&'static str, Box<dyn Fn(u64) -> Option<Sample> + 'a>);
+        // (name in the table, column in the closing summary (`None`: uring itself), the run).
+        type Engine<'a> = (
+            &'static str,
+            Option<&'static str>,
+            Box<dyn Fn(u64) -> Option<Sample> + 'a>,
+        );
         let mut engines: Vec<Engine> = vec![(
             "uring (QD tasks)",
-            Box::new(|r| Some(with_cpu(|| run_uring(&path, &cfg, w, r)))),
+            None,
+            Box::new(|r| Some(with_cpu(|| run_uring(&path, cfg, w, r)))),
         )];
         if w.depth > 1 {
             engines.push((
                 "uring (QD futures, 1 task)",
-                Box::new(|r| Some(with_cpu(|| run_uring_futures(&path, &cfg, w, r)))),
+                None,
+                Box::new(|r| Some(with_cpu(|| run_uring_futures(&path, cfg, w, r)))),
             ));
         }
         if want("raw") {
             engines.push((
                 "bare io_uring loop, no runtime",
-                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, &cfg, w, r, false)))),
+                Some("io_uring loop"),
+                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, cfg, w, r, false)))),
             ));
         }
         if want("raw-fixed") {
             engines.push((
                 "bare io_uring loop, fixed file+bufs",
-                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, &cfg, w, r, true)))),
+                Some("loop, fixed"),
+                Box::new(|r| Some(with_cpu(|| run_raw_ring(&path, cfg, w, r, true)))),
             ));
         }
         if !w.direct && want("tokio-fs") {
             engines.push((
                 "tokio::fs (seek+read)",
-                Box::new(|r| Some(with_cpu(|| run_tokio_fs(&path, &cfg, w, r)))),
+                Some("tokio"),
+                Box::new(|r| Some(with_cpu(|| run_tokio_fs(&path, cfg, w, r)))),
             ));
         }
         if want("tokio-pread") {
             engines.push((
                 "tokio spawn_blocking pread",
-                Box::new(|r| Some(with_cpu(|| run_tokio_pread(&path, &cfg, w, r)))),
+                Some("spawn_blocking"),
+                Box::new(|r| Some(with_cpu(|| run_tokio_pread(&path, cfg, w, r)))),
             ));
         }
         if want("std") {
             engines.push((
                 "std pread loop, 1 thread",
-                Box::new(|r| Some(with_cpu(|| run_std(&path, &cfg, w, r, 1)))),
+                Some("std loop"),
+                Box::new(|r| Some(with_cpu(|| run_std(&path, cfg, w, r, 1)))),
             ));
         }
         if w.depth > 1 && want("std-rotating") {
             engines.push((
                 "std pread loop, QD buffers in turn",
-                Box::new(|r| Some(with_cpu(|| run_std(&path, &cfg, w, r, w.depth)))),
+                Some("std loop, QD bufs"),
+                Box::new(|r| Some(with_cpu(|| run_std(&path, cfg, w, r, w.depth)))),
             ));
         }
         if fio && want("fio") {
-            engines.push(("fio io_uring", Box::new(|_| run_fio(&path, &cfg, w))));
+            engines.push((
+                "fio io_uring",
+                Some("fio"),
+                Box::new(|_| run_fio(&path, cfg, w)),
+            ));
         }
         // Rounds interleave the engines, so a noisy neighbour on the shared machine slows all
         // of them alike rather than one whole row.
         // samples[engine][round]; `None` where a run failed (fio only).
         let mut samples: Vec<Vec<Option<Sample>>> = vec![Vec::new(); engines.len()];
         for r in 0..cfg.rounds as u64 {
-            for (i, (_, run)) in engines.iter().enumerate() {
+            for (i, (_, _, run)) in engines.iter().enumerate() {
                 samples[i].push(run(r));
             }
         }
-        for (i, (engine, _)) in engines.iter().enumerate() {
+        let mut peers = Vec::new();
+        let mut uring_ops = f64::NAN;
+        for (i, (engine, column, _)) in engines.iter().enumerate() {
             let ok: Vec<Sample> = samples[i].iter().flatten().copied().collect();
             let cells = if ok.is_empty() {
                 vec![
@@ -412,12 +482,19 @@ pub fn run(args: &[String]) {
                         .collect();
                     median(&mut rs)
                 };
-                let (i_ops, mib) = fmt_rate(median(&mut ops), w.block);
+                let median_ops = median(&mut ops);
+                let ratio = paired(|x| x.ops_per_sec);
+                match column {
+                    None if i == 0 => uring_ops = median_ops,
+                    None => {}
+                    Some(c) => peers.push((*c, median_ops, ratio)),
+                }
+                let (i_ops, mib) = fmt_rate(median_ops, w.block);
                 vec![
                     i_ops,
                     mib,
                     format!("{:.0}", median(&mut cpu)),
-                    format!("{:.2}x", paired(|x| x.ops_per_sec)),
+                    format!("{ratio:.2}x"),
                     format!("{:.2}x", paired(|x| x.ops_per_cpu_sec)),
                 ]
             };
@@ -433,6 +510,15 @@ pub fn run(args: &[String]) {
             row.extend(cells);
             rows.push(row);
         }
+        summary.push(SummaryRow {
+            suite: "files",
+            work: format!("{} ({} MiB file)", w.name, cfg.size >> 20),
+            figure: "IOPS",
+            better: Better::Higher,
+            decimals: 0,
+            uring: uring_ops,
+            peers,
+        });
         eprintln!("done: {}", w.name);
     }
     print_table(
@@ -456,4 +542,5 @@ pub fn run(args: &[String]) {
     if !fio {
         println!("\n(fio is not installed: no fio rows)");
     }
+    summary
 }

@@ -1,19 +1,48 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
-//! `cargo run --release -p uring-tests --bin bench` runs every suite with defaults;
-//! `-- core|echo|fs` runs one. `-- core ROW` runs one row of the core suite (for profiling:
+//! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core, echo,
+//! files; about a minute) and ends with one summary table of every figure against every peer.
+//! `-- --full` runs the whole suite with its full defaults (about 8 minutes, most of it the file
+//! suite, which writes a 1 GiB file), also ending with the summary. `-- core|echo|fs` runs one
+//! suite with its full defaults. `-- core ROW` runs one row of the core suite (for profiling:
 //! `perf record -g target/release/bench core spawn --only uring`), `-- echo 50x64` one row of the
-//! echo suite. `--rounds N` sets the rounds per figure; `--only uring|tokio` runs one side of the
-//! core suite. `-- fs --help` lists the file suite's own options.
+//! echo suite. `--rounds N` sets the rounds per figure of the core and echo suites; `--only
+//! uring|tokio` runs one side of the core suite. `-- fs --help` lists the file suite's own
+//! options.
+//!
+//! The short pass does the same kind of work as the full suite and prints the same kind of
+//! ratios, with less of it: the core suite unchanged (it takes seconds), two echo rows in shorter
+//! windows, four file workloads on a smaller file in shorter rounds with the main peers. The
+//! suites measure for fixed durations, so a busy machine makes the figures noisier but the pass
+//! hardly longer.
 
-use uring_tests::bench;
+use std::time::{Duration, Instant};
+use uring_tests::bench::{self, SummaryRow};
 
-const USAGE: &str = "usage: bench [all|core|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
-  no suite: every suite with defaults
-  core ROW: one row of the core suite (spawn, sleep, pingpong)
-  echo ROW: one row of the echo suite, CONNSxBYTES (e.g. 50x64); URING_BENCH_QUICK=1 for short windows
-  fs ARGS:  the file suite with its own options (bench fs --help)
-  --only:   run one side of the core suite only (for profiling)";
+const USAGE: &str =
+    "usage: bench [--full] [all|core|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
+  (no arguments)  the short pass of every suite, about a minute, then one summary table of uring
+                  against every peer: the core suite as in full; echo rows 50x64 and 500x4096,
+                  5 windows of 0.4 s per server; four file workloads (hot and O_DIRECT 4K random
+                  reads at QD32, 1M sequential reads, 4K random writes) on a 256 MiB file, 3 rounds
+                  of 0.5 s, against tokio::fs, spawn_blocking, a std loop, a bare io_uring loop
+                  and fio (where installed)
+  --full          the whole suite with its full defaults (about 8 minutes, most of it the file
+                  suite on a 1 GiB file; every echo row and file workload), then the summary table
+  all             the same as no suite (the short pass, or the whole suite with --full)
+  core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
+  echo [ROW]      the echo suite, or one row, CONNSxBYTES (e.g. 50x64); URING_BENCH_QUICK=1 for
+                  short windows
+  fs ARGS         the file suite with its own options (bench fs --help)
+  --rounds N      rounds per figure of the core and echo suites (in the short pass: echo windows
+                  per server)
+  --only R        run one side of the core suite only, uring or tokio (for profiling)
+  A single suite (core, echo, fs) runs with its full defaults and prints its own tables only.";
+
+/// Measured windows per echo server and row in the short pass. Five, not the full suite's ten:
+/// an odd count, so the median is a measured window, and enough that one burst of noise on the
+/// shared machine does not move it.
+const SHORT_ECHO_ROUNDS: usize = 5;
 
 fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +54,7 @@ fn main() {
     let mut row: Option<String> = None;
     let mut rounds: Option<usize> = None;
     let mut only: Option<String> = None;
+    let mut full = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -32,6 +62,7 @@ fn main() {
                 println!("{USAGE}");
                 return;
             }
+            "--full" => full = true,
             "--rounds" => {
                 rounds = Some(
                     args.next()
@@ -67,24 +98,87 @@ fn main() {
             ));
         }
     }
-    let all = suite == "all";
+    let core_opts = bench::core::Options {
+        rounds: rounds.unwrap_or(bench::core::DEFAULT_ROUNDS),
+        row: row.clone(),
+        runtime: only.clone(),
+    };
 
-    if all || suite == "core" {
-        bench::core::run(&bench::core::Options {
-            rounds: rounds.unwrap_or(bench::core::DEFAULT_ROUNDS),
-            row: row.clone(),
-            runtime: only.clone(),
-        });
+    // One suite: its full defaults, its own tables, as before the short pass existed.
+    match suite.as_str() {
+        "core" => {
+            bench::core::run(&core_opts);
+            return;
+        }
+        "echo" => {
+            bench::echo::run(
+                rounds.unwrap_or(bench::echo::DEFAULT_ROUNDS),
+                row.as_deref(),
+            );
+            return;
+        }
+        "fs" => {
+            bench::fs::run(&[]);
+            return;
+        }
+        _ => {}
     }
-    if all || suite == "echo" {
-        bench::echo::run(
-            rounds.unwrap_or(bench::echo::DEFAULT_ROUNDS),
-            row.as_deref(),
-        );
+
+    let pass = if full { "full suite" } else { "short pass" };
+    println!(
+        "bench: {pass} of every suite (core, echo, files); {}",
+        if full {
+            "about 8 minutes"
+        } else {
+            "about a minute; `--full` runs the whole suite (about 8 minutes)"
+        }
+    );
+    let start = Instant::now();
+    let mut summary: Vec<SummaryRow> = Vec::new();
+    let mut took: Vec<(&str, Duration)> = Vec::new();
+
+    let t = Instant::now();
+    summary.extend(bench::core::run(&core_opts));
+    took.push(("core", t.elapsed()));
+
+    let t = Instant::now();
+    let echo = if full {
+        bench::echo::run(rounds.unwrap_or(bench::echo::DEFAULT_ROUNDS), None)
+    } else {
+        bench::echo::run_short(rounds.unwrap_or(SHORT_ECHO_ROUNDS))
+    };
+    summary.extend(bench::echo::summary(&echo));
+    took.push(("echo", t.elapsed()));
+
+    let t = Instant::now();
+    if full {
+        summary.extend(bench::fs::run(&[]));
+    } else {
+        let cfg = bench::fs::Config::short().unwrap_or_else(|e| fail(&e));
+        summary.extend(bench::fs::run_config(&cfg));
     }
-    if all || suite == "fs" {
-        bench::fs::run(&[]);
-    }
+    took.push(("files", t.elapsed()));
+
+    bench::print_summary(
+        &format!(
+            "summary ({pass}): uring and each peer on the same work in this run; a peer's cell \
+             is its figure (uring/peer). Where lower is better a ratio below 1 favours uring, \
+             where higher is better one above 1"
+        ),
+        &summary,
+    );
+    println!(
+        "- ratios: core, uring's median over its rounds / the peer's; echo and files, the median \
+         of per-round ratios (each round measures both sides back to back), as in the tables above."
+    );
+    println!(
+        "\nbench: {pass} took {:.0} s ({})",
+        start.elapsed().as_secs_f64(),
+        took.iter()
+            .map(|(s, d)| format!("{s} {:.0} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 fn fail(msg: &str) -> ! {
