@@ -89,14 +89,7 @@ struct Readv<B> {
 // memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Readv<B> {
     fn create_entry(&mut self) -> squeue::Entry {
-        self.iovecs = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_mut_ptr().cast(),
-                iov_len: b.bytes_total(),
-            })
-            .collect();
+        self.iovecs = iovecs_to_fill(&mut self.bufs);
         let target = self.fd.target();
         opcode::Readv::new(
             target.fd,
@@ -141,14 +134,7 @@ struct Writev<B> {
 // initialized memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
 unsafe impl<B: IoBuf> OpCode for Writev<B> {
     fn create_entry(&mut self) -> squeue::Entry {
-        self.iovecs = self
-            .bufs
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_ptr() as *mut libc::c_void,
-                iov_len: b.bytes_init(),
-            })
-            .collect();
+        self.iovecs = iovecs_to_send(&self.bufs);
         let target = self.fd.target();
         opcode::Writev::new(
             target.fd,
@@ -191,4 +177,26 @@ pub(crate) unsafe fn set_init_vectored<B: IoBufMut>(bufs: &mut [B], n: usize) {
         unsafe { b.set_init(here) };
         left -= here;
     }
+}
+
+/// The iovecs of a vectored read: each buffer's whole capacity, from its start. They point into
+/// the buffers' stable memory (INV-heap), valid while the buffers are.
+pub(crate) fn iovecs_to_fill<B: IoBufMut>(bufs: &mut [B]) -> Vec<libc::iovec> {
+    bufs.iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.stable_mut_ptr().cast(),
+            iov_len: b.bytes_total(),
+        })
+        .collect()
+}
+
+/// The iovecs of a vectored write: each buffer's initialized bytes. They point into the
+/// buffers' stable memory (INV-heap), valid while the buffers are.
+pub(crate) fn iovecs_to_send<B: IoBuf>(bufs: &[B]) -> Vec<libc::iovec> {
+    bufs.iter()
+        .map(|b| libc::iovec {
+            iov_base: b.stable_ptr() as *mut libc::c_void,
+            iov_len: b.bytes_init(),
+        })
+        .collect()
 }
