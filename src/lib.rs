@@ -43,3 +43,8 @@ pub use buf::BufResult;
 pub use driver::{DriverStats, RingSetup};
 pub use runtime::{run, spawn, yield_now, Builder, Runtime};
 pub use task::{JoinError, JoinHandle};
+
+/// The guide's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideExamples;
