@@ -107,22 +107,23 @@ unsafe impl IoBuf for Vec<u8> {
     }
 }
 
-// SAFETY: same memory as `stable_ptr`; `set_init` only grows `len` within capacity, and the caller
-// promises those bytes are initialized.
+// SAFETY: INV-heap: same memory as `stable_ptr`; `set_init` only grows `len` within capacity, and
+// the caller promises those bytes are initialized.
 unsafe impl IoBufMut for Vec<u8> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.as_mut_ptr()
     }
     unsafe fn set_init(&mut self, pos: usize) {
         if pos > self.len() {
-            // SAFETY: the caller guarantees the first `pos` bytes are initialized, and `pos` is
-            // within capacity because the kernel was only given `capacity` bytes.
+            // SAFETY: INV-init: the caller guarantees the first `pos` bytes are initialized, and
+            // `pos` is within capacity because the kernel was only given `capacity` bytes.
             unsafe { self.set_len(pos.min(self.capacity())) };
         }
     }
 }
 
-// SAFETY: a boxed slice's heap memory does not move with the box; it is fully initialized.
+// SAFETY: INV-heap: a boxed slice's heap memory does not move with the box; it is fully
+// initialized.
 unsafe impl IoBuf for Box<[u8]> {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
@@ -135,8 +136,8 @@ unsafe impl IoBuf for Box<[u8]> {
     }
 }
 
-// SAFETY: same memory as `stable_ptr`; it is always fully initialized, so `set_init` has nothing
-// to record.
+// SAFETY: INV-heap: same memory as `stable_ptr`; it is always fully initialized, so `set_init` has
+// nothing to record.
 unsafe impl IoBufMut for Box<[u8]> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.as_mut_ptr()
@@ -144,7 +145,7 @@ unsafe impl IoBufMut for Box<[u8]> {
     unsafe fn set_init(&mut self, _pos: usize) {}
 }
 
-// SAFETY: `'static` memory never moves or goes away; it is initialized and only read.
+// SAFETY: INV-heap: `'static` memory never moves or goes away; it is initialized and only read.
 unsafe impl IoBuf for &'static [u8] {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
@@ -157,7 +158,7 @@ unsafe impl IoBuf for &'static [u8] {
     }
 }
 
-// SAFETY: `'static` memory never moves or goes away; it is initialized and only read.
+// SAFETY: INV-heap: `'static` memory never moves or goes away; it is initialized and only read.
 unsafe impl IoBuf for &'static str {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
@@ -170,8 +171,9 @@ unsafe impl IoBuf for &'static str {
     }
 }
 
-// SAFETY: a String's heap buffer does not move when the String moves. It is only ever given to
-// the kernel to read (there is no `IoBufMut` for `String`, which would risk invalid UTF-8).
+// SAFETY: INV-heap: a String's heap buffer does not move when the String moves. It is only ever
+// given to the kernel to read (there is no `IoBufMut` for `String`, which would risk invalid
+// UTF-8).
 unsafe impl IoBuf for String {
     fn stable_ptr(&self) -> *const u8 {
         self.as_ptr()
@@ -261,7 +263,8 @@ impl<T: IoBuf> std::ops::Deref for Slice<T> {
 unsafe impl<T: IoBuf> IoBuf for Slice<T> {
     fn stable_ptr(&self) -> *const u8 {
         let (begin, _) = self.bounds();
-        // SAFETY: `begin <= bytes_total()`, so the offset stays within (or one past) the buffer.
+        // SAFETY: INV-heap: `begin <= bytes_total()`, so the offset stays within (or one past) the
+        // buffer.
         unsafe { self.buf.stable_ptr().add(begin) }
     }
     fn bytes_init(&self) -> usize {
@@ -279,7 +282,8 @@ unsafe impl<T: IoBuf> IoBuf for Slice<T> {
 unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         let (begin, _) = self.bounds();
-        // SAFETY: `begin <= bytes_total()`, so the offset stays within (or one past) the buffer.
+        // SAFETY: INV-heap: `begin <= bytes_total()`, so the offset stays within (or one past) the
+        // buffer.
         unsafe { self.buf.stable_mut_ptr().add(begin) }
     }
     unsafe fn set_init(&mut self, pos: usize) {
@@ -287,8 +291,9 @@ unsafe impl<T: IoBufMut> IoBufMut for Slice<T> {
         // Only when the view starts within the initialized part: otherwise the bytes between
         // the initialized length and `begin` are not initialized and cannot be counted.
         if begin <= self.buf.bytes_init() {
-            // SAFETY: the caller guarantees `pos` bytes from `begin` are initialized (never more
-            // than the view, which ends at `end`), and the bytes before `begin` already are.
+            // SAFETY: INV-init: the caller guarantees `pos` bytes from `begin` are initialized
+            // (never more than the view, which ends at `end`), and the bytes before `begin` already
+            // are.
             unsafe { self.buf.set_init((begin + pos).min(end)) };
         }
     }
@@ -302,7 +307,7 @@ mod tests {
     fn vec_set_init_grows_only() {
         let mut v = Vec::with_capacity(8);
         v.push(1u8);
-        // SAFETY: test only claims bytes it writes first.
+        // SAFETY: INV-init: test only claims bytes it writes first.
         unsafe {
             v.as_mut_ptr().add(1).write_bytes(7, 3);
             v.set_init(4);

@@ -97,9 +97,9 @@ impl SharedFd {
     }
 
     /// How a read or write SQE submitted now, on the current runtime, should name this fd: by its
-    /// registered slot for a file (registering it at its `REGISTER_AFTER_OPS`-th read or write,
-    /// one `io_uring_register` call), by its number otherwise or when registration fails. Call it from `create_entry`, when the
-    /// driver is not borrowed.
+    /// registered slot for a file (registering it after `REGISTER_AFTER_OPS` reads and writes,
+    /// one `io_uring_register` call), by its number otherwise or when registration fails. Call it
+    /// from `create_entry`, when the driver is not borrowed.
     ///
     /// The op must hold a clone of `self` until its final CQE (INV-fd): that keeps the slot
     /// taken while the kernel may look at it.

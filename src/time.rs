@@ -169,10 +169,11 @@ impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `fut` is structurally pinned: it is never moved out of a pinned `Timeout` (no
-        // Drop impl moves it, `into_inner` takes an unpinned self). `sleep` is `Unpin`.
+        // SAFETY: INV-pin: `fut` is structurally pinned: it is never moved out of a pinned
+        // `Timeout` (no Drop impl moves it, `into_inner` takes an unpinned self). `sleep` is
+        // `Unpin`.
         let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above; `fut` stays where the pinned `Timeout` keeps it.
+        // SAFETY: INV-pin: see above; `fut` stays where the pinned `Timeout` keeps it.
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
         if let Poll::Ready(v) = fut.poll(cx) {
             return Poll::Ready(Ok(v));

@@ -41,7 +41,7 @@ impl FixedFiles {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: getrlimit writes into the struct we pass, nothing else.
+        // SAFETY: INV-ffi: getrlimit writes into the struct we pass, nothing else.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return table;
         }

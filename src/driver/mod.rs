@@ -352,7 +352,7 @@ impl Driver {
                 None => self.ring.submitter().submit_and_wait(1),
             }
         } else {
-            // SAFETY: plain io_uring_enter with no extra argument; GETEVENTS makes a
+            // SAFETY: INV-ffi: plain io_uring_enter with no extra argument; GETEVENTS makes a
             // DEFER_TASKRUN ring post the completions it has ready, without waiting.
             unsafe {
                 self.ring.submitter().enter::<libc::sigset_t>(

@@ -71,7 +71,7 @@ impl AlignedBuf {
                 format!("aligned buffer: bad alignment {align} or size {capacity}"),
             )
         })?;
-        // SAFETY: the layout has a non-zero size.
+        // SAFETY: INV-alloc: the layout has a non-zero size.
         let raw = unsafe {
             if zeroed {
                 alloc::alloc_zeroed(layout)
@@ -142,8 +142,8 @@ impl AlignedBuf {
             self.len,
             self.capacity()
         );
-        // SAFETY: the destination lies within our allocation (checked above) and cannot overlap
-        // `data`, which is borrowed immutably while we are borrowed mutably.
+        // SAFETY: INV-heap: the destination lies within our allocation (checked above) and cannot
+        // overlap `data`, which is borrowed immutably while we are borrowed mutably.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 data.as_ptr(),
@@ -156,7 +156,7 @@ impl AlignedBuf {
 
     /// Initializes the whole capacity to `byte` (so `len() == capacity()`).
     pub fn fill(&mut self, byte: u8) {
-        // SAFETY: writes exactly `capacity` bytes of our allocation.
+        // SAFETY: INV-heap: writes exactly `capacity` bytes of our allocation.
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), byte, self.capacity()) };
         self.len = self.capacity();
     }
@@ -164,8 +164,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with this alignment and `max(size, 1)` bytes, which is what
-        // we pass back.
+        // SAFETY: INV-alloc: allocated in `alloc` with this alignment and `max(size, 1)` bytes,
+        // which is what we pass back.
         unsafe {
             alloc::dealloc(
                 self.ptr.as_ptr(),
@@ -180,15 +180,15 @@ impl Deref for AlignedBuf {
 
     /// The initialized bytes.
     fn deref(&self) -> &[u8] {
-        // SAFETY: the first `len` bytes of our allocation are initialized.
+        // SAFETY: INV-heap: the first `len` bytes of our allocation are initialized.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the first `len` bytes of our allocation are initialized, and we are borrowed
-        // mutably.
+        // SAFETY: INV-heap: the first `len` bytes of our allocation are initialized, and we are
+        // borrowed mutably.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -217,7 +217,7 @@ unsafe impl IoBuf for AlignedBuf {
     }
 }
 
-// SAFETY: the same memory as `stable_ptr`; `set_init` only grows `len`, within capacity.
+// SAFETY: INV-heap: the same memory as `stable_ptr`; `set_init` only grows `len`, within capacity.
 unsafe impl IoBufMut for AlignedBuf {
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
@@ -227,9 +227,9 @@ unsafe impl IoBufMut for AlignedBuf {
     }
 }
 
-// SAFETY: the buffer uniquely owns its allocation, like a `Vec<u8>`.
+// SAFETY: INV-heap: the buffer uniquely owns its allocation, like a `Vec<u8>`.
 unsafe impl Send for AlignedBuf {}
-// SAFETY: shared access only reads the bytes, like a `Vec<u8>`.
+// SAFETY: INV-heap: shared access only reads the bytes, like a `Vec<u8>`.
 unsafe impl Sync for AlignedBuf {}
 
 #[cfg(test)]

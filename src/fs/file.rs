@@ -14,9 +14,9 @@ use std::path::Path;
 /// (shared with `Rc`) serves many concurrent operations.
 ///
 /// Dropping a `File` closes it at once with `close(2)` (or, if an operation whose future was
-/// dropped still holds it, as soon as the kernel is done with that operation); [`close`](File::close)
-/// closes it through the ring instead, without blocking the loop on a filesystem whose close
-/// flushes (NFS, FUSE), and reports the kernel's verdict.
+/// dropped still holds it, as soon as the kernel is done with that operation);
+/// [`close`](File::close) closes it through the ring instead, without blocking the loop on a
+/// filesystem whose close flushes (NFS, FUSE), and reports the kernel's verdict.
 ///
 /// ```
 /// use uring::fs::File;
@@ -232,7 +232,7 @@ impl AsRawFd for File {
 
 impl AsFd for File {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: `self` keeps the fd open for as long as the borrow lasts.
+        // SAFETY: INV-fd: `self` keeps the fd open for as long as the borrow lasts.
         unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) }
     }
 }
@@ -251,13 +251,13 @@ impl From<std::fs::File> for File {
 /// Clears `O_NONBLOCK` on `file` if it is set.
 fn set_blocking(file: &std::fs::File) -> io::Result<()> {
     let fd = file.as_raw_fd();
-    // SAFETY: F_GETFL on an fd `file` keeps open; no memory is passed.
+    // SAFETY: INV-ffi: F_GETFL on an fd `file` keeps open; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
         return Err(io::Error::last_os_error());
     }
     if flags & libc::O_NONBLOCK != 0 {
-        // SAFETY: F_SETFL on an fd `file` keeps open; no memory is passed.
+        // SAFETY: INV-ffi: F_SETFL on an fd `file` keeps open; no memory is passed.
         if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
             return Err(io::Error::last_os_error());
         }

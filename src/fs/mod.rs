@@ -285,7 +285,7 @@ pub async fn copy(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<u6
         spare = written;
         chunk = next;
     }
-    // SAFETY: plain syscall on an fd `dst` keeps open.
+    // SAFETY: INV-ffi: plain syscall on an fd `dst` keeps open.
     if unsafe { libc::fchmod(dst.as_raw_fd(), meta.permissions().mode()) } < 0 {
         return Err(io::Error::last_os_error());
     }

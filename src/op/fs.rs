@@ -95,7 +95,8 @@ unsafe impl OpCode for Statx {
 const STATX_MASK: u32 = libc::STATX_BASIC_STATS | libc::STATX_BTIME | libc::STATX_DIOALIGN;
 
 fn zeroed_statx() -> Box<libc::statx> {
-    // SAFETY: `statx` is plain old data (integers only), for which all zero bytes are valid.
+    // SAFETY: INV-ffi: `statx` is plain old data (integers only), for which all zero bytes are
+    // valid.
     Box::new(unsafe { std::mem::zeroed() })
 }
 
@@ -226,7 +227,7 @@ pub(crate) async fn ftruncate(fd: &SharedFd, len: u64) -> io::Result<()> {
 
 /// The fallback of [`ftruncate`] (public within the crate so tests exercise it).
 pub(crate) fn ftruncate_syscall(fd: RawFd, len: u64) -> io::Result<()> {
-    // SAFETY: plain syscall on an fd the caller holds open.
+    // SAFETY: INV-ffi: plain syscall on an fd the caller holds open.
     cvt(unsafe { libc::ftruncate(fd, len as i64) }).map(|_| ())
 }
 
@@ -236,7 +237,8 @@ struct Close {
     handed_over: bool,
 }
 
-// SAFETY: the SQE holds no pointers; it names `fd`, which `self` owns until the kernel closes it.
+// SAFETY: INV-fd: the SQE holds no pointers; it names `fd`, which `self` owns until the kernel
+// closes it.
 unsafe impl OpCode for Close {
     const CANCELLABLE: bool = false;
 
@@ -257,7 +259,8 @@ unsafe impl OpCode for Close {
 impl Drop for Close {
     fn drop(&mut self) {
         if !self.handed_over {
-            // SAFETY: the fd is ours and the kernel was never given it to close, or did not.
+            // SAFETY: INV-fd: the fd is ours and the kernel was never given it to close, or did
+            // not.
             unsafe { libc::close(self.fd) };
         }
     }
@@ -328,7 +331,7 @@ impl PathOp {
     fn syscall(&self) -> io::Result<()> {
         let cwd = libc::AT_FDCWD;
         let (a, b) = (self.first.as_ptr(), self.second.as_ptr());
-        // SAFETY: plain syscalls on NUL-terminated paths owned by `self`.
+        // SAFETY: INV-ffi: plain syscalls on NUL-terminated paths owned by `self`.
         let res = unsafe {
             match self.kind {
                 PathOpKind::MkDir { mode } => libc::mkdirat(cwd, a, mode),

@@ -41,7 +41,7 @@ pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> Buf
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        // SAFETY: INV-init: the kernel wrote `n` bytes from the start of the buffer.
         unsafe { op.buf.set_init(n as usize) };
         n as usize
     });
@@ -116,7 +116,7 @@ pub(crate) async fn readv<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
+        // SAFETY: INV-init: the kernel reported `n` bytes read into these buffers, in order.
         unsafe { set_init_vectored(&mut op.bufs, n as usize) };
         n as usize
     });
@@ -131,7 +131,8 @@ struct Writev<B> {
 }
 
 // SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable,
-// initialized memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
+// initialized memory (INV-heap); `fd` (named by number or registered slot) is held by `self`
+// (INV-fd).
 unsafe impl<B: IoBuf> OpCode for Writev<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         self.iovecs = iovecs_to_send(&self.bufs);
@@ -173,7 +174,8 @@ pub(crate) unsafe fn set_init_vectored<B: IoBufMut>(bufs: &mut [B], n: usize) {
     let mut left = n;
     for b in bufs {
         let here = left.min(b.bytes_total());
-        // SAFETY: the caller guarantees the buffers were filled in order; `here` bytes of this one.
+        // SAFETY: INV-init: the caller guarantees the buffers were filled in order; `here` bytes of
+        // this one.
         unsafe { b.set_init(here) };
         left -= here;
     }

@@ -35,7 +35,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Remote {
     /// A remote part with a new eventfd.
     pub(crate) fn new() -> io::Result<Remote> {
-        // SAFETY: plain syscall creating a new fd; the result is checked.
+        // SAFETY: INV-ffi: plain syscall creating a new fd; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if efd < 0 {
             return Err(io::Error::last_os_error());
@@ -45,7 +45,7 @@ impl Remote {
             pending: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            // SAFETY: `efd` is a fresh fd that nothing else owns.
+            // SAFETY: INV-fd: `efd` is a fresh fd that nothing else owns.
             eventfd: unsafe { OwnedFd::from_raw_fd(efd) },
         })
     }
@@ -75,7 +75,7 @@ impl Remote {
     pub(crate) fn notify(&self) {
         if !self.notified.swap(true, Ordering::AcqRel) {
             let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to the eventfd this struct owns.
+            // SAFETY: INV-ffi: writes 8 bytes from a live u64 to the eventfd this struct owns.
             let _ = unsafe {
                 libc::write(
                     self.eventfd.as_raw_fd(),

@@ -58,8 +58,8 @@ impl<T> Future for JoinHandle<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut out: Poll<Result<T, JoinError>> = Poll::Pending;
-        // SAFETY: the task's output type is `T` (a `JoinHandle<T>` is only made for a task whose
-        // future's output is `T`), and `out` is a valid place for its result.
+        // SAFETY: INV-vtable: the task's output type is `T` (a `JoinHandle<T>` is only made for a
+        // task whose future's output is `T`), and `out` is a valid place for its result.
         unsafe {
             self.task
                 .poll_join(&mut out as *mut Poll<Result<T, JoinError>> as *mut (), cx)

@@ -44,7 +44,7 @@ unsafe impl Send for TaskRef {}
 
 impl TaskRef {
     pub(crate) fn header(&self) -> &Header {
-        // SAFETY: a TaskRef holds a strong count, so the task allocation is alive.
+        // SAFETY: INV-vtable: a TaskRef holds a strong count, so the task allocation is alive.
         unsafe { self.0.as_ref() }
     }
 
@@ -61,12 +61,12 @@ impl TaskRef {
 
     /// Drops the future without polling it, as the owner shuts down. Owner thread only.
     pub(crate) fn shut_down(&self) {
-        // SAFETY: as in `run`.
+        // SAFETY: INV-vtable: as in `run`.
         unsafe { (self.header().vtable.shut_down)(self.0) }
     }
 
     pub(super) fn abort(&self) {
-        // SAFETY: the vtable is the task's own; `self` holds a count.
+        // SAFETY: INV-vtable: the vtable is the task's own; `self` holds a count.
         unsafe { (self.header().vtable.abort)(self.0) }
     }
 
@@ -82,14 +82,15 @@ impl TaskRef {
     ///
     /// `out` points to a `Poll<Result<F::Output, JoinError>>` for the task's future type `F`.
     pub(super) unsafe fn poll_join(&self, out: *mut (), cx: &mut Context<'_>) {
-        // SAFETY: the vtable is the task's own; the caller vouches for `out`.
+        // SAFETY: INV-vtable: the vtable is the task's own; the caller vouches for `out`.
         unsafe { (self.header().vtable.poll_join)(self.0, out, cx) }
     }
 }
 
 impl Drop for TaskRef {
     fn drop(&mut self) {
-        // SAFETY: releases the strong count this TaskRef owns, through the task's own vtable.
+        // SAFETY: INV-vtable: releases the strong count this TaskRef owns, through the task's own
+        // vtable.
         unsafe { (self.header().vtable.drop_ref)(self.0) }
     }
 }
@@ -168,14 +169,15 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     /// `ptr` points to a live `Task<F, S>` (the vtable the caller came through is this type's,
     /// and the caller holds a count for the duration of the borrow).
     unsafe fn from_header<'a>(ptr: NonNull<Header>) -> &'a Self {
-        // SAFETY: the caller's promise; `Task` is `repr(C)` with the header first.
+        // SAFETY: INV-vtable: the caller's promise; `Task` is `repr(C)` with the header first.
         unsafe { &*(ptr.as_ptr() as *const Self) }
     }
 
     /// A TaskRef taking over one strong count of `this`.
     fn into_task_ref(this: Arc<Self>) -> TaskRef {
         let ptr = Arc::into_raw(this) as *mut Header;
-        // SAFETY: `Arc::into_raw` never returns null; `Task` is `repr(C)` with the header first.
+        // SAFETY: INV-vtable: `Arc::into_raw` never returns null; `Task` is `repr(C)` with the
+        // header first.
         TaskRef(unsafe { NonNull::new_unchecked(ptr) })
     }
 
@@ -185,7 +187,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     ///
     /// `ptr` points to a live `Task<F, S>` whose count the caller holds.
     unsafe fn schedule_new_ref(ptr: *const Self) {
-        // SAFETY: adds a count for the run queue entry, from the caller's live one.
+        // SAFETY: INV-vtable: adds a count for the run queue entry, from the caller's live one.
         let task = unsafe {
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)
@@ -194,23 +196,25 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     }
 
     unsafe fn run_raw(ptr: NonNull<Header>, owned: &OwnedTasks) {
-        // SAFETY: reached through this type's vtable; the caller's TaskRef keeps it alive.
+        // SAFETY: INV-vtable: reached through this type's vtable; the caller's TaskRef keeps it
+        // alive.
         unsafe { Self::from_header(ptr) }.run(ptr, owned);
     }
 
     unsafe fn shut_down_raw(ptr: NonNull<Header>) {
-        // SAFETY: as in `run_raw`.
+        // SAFETY: INV-vtable: as in `run_raw`.
         unsafe { Self::from_header(ptr) }.shut_down();
     }
 
     unsafe fn drop_ref_raw(ptr: NonNull<Header>) {
-        // SAFETY: releases one strong count of the `Arc<Task<F, S>>` this pointer came from.
+        // SAFETY: INV-vtable: releases one strong count of the `Arc<Task<F, S>>` this pointer came
+        // from.
         unsafe { Arc::decrement_strong_count(ptr.as_ptr() as *const Self) };
     }
 
     unsafe fn poll_join_raw(ptr: NonNull<Header>, out: *mut (), cx: &mut Context<'_>) {
-        // SAFETY: reached through this type's vtable while a JoinHandle holds a count; `out`
-        // points to a `Poll<Result<F::Output, JoinError>>` (the caller's contract).
+        // SAFETY: INV-vtable: reached through this type's vtable while a JoinHandle holds a count;
+        // `out` points to a `Poll<Result<F::Output, JoinError>>` (the caller's contract).
         unsafe {
             let this = Self::from_header(ptr);
             *(out as *mut Poll<Result<F::Output, JoinError>>) = this.poll_join(cx);
@@ -218,20 +222,22 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     }
 
     unsafe fn abort_raw(ptr: NonNull<Header>) {
-        // SAFETY: reached through this type's vtable; the caller's JoinHandle holds a count.
+        // SAFETY: INV-vtable: reached through this type's vtable; the caller's JoinHandle holds a
+        // count.
         let this = unsafe { Self::from_header(ptr) };
         if this.header.state.is(COMPLETE) {
             return;
         }
         this.header.state.set(CANCELLED);
         if this.header.state.schedule() {
-            // SAFETY: a live task whose count the JoinHandle holds.
+            // SAFETY: INV-vtable: a live task whose count the JoinHandle holds.
             unsafe { Self::schedule_new_ref(ptr.as_ptr() as *const Self) };
         }
     }
 
     unsafe fn detach_raw(ptr: NonNull<Header>) {
-        // SAFETY: reached through this type's vtable; the caller's JoinHandle holds a count.
+        // SAFETY: INV-vtable: reached through this type's vtable; the caller's JoinHandle holds a
+        // count.
         let this = unsafe { Self::from_header(ptr) };
         this.header.state.set(JOIN_DROPPED);
         if this.header.state.is(COMPLETE) {
@@ -243,13 +249,14 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     }
 
     unsafe fn clone_raw(ptr: *const ()) -> RawWaker {
-        // SAFETY: `ptr` came from `Arc::into_raw` of a `Task<F, S>` (a waker holds one count).
+        // SAFETY: INV-vtable: `ptr` came from `Arc::into_raw` of a `Task<F, S>` (a waker holds one
+        // count).
         unsafe { Arc::increment_strong_count(ptr as *const Self) };
         RawWaker::new(ptr, &Self::WAKER_VTABLE)
     }
 
     unsafe fn wake_raw(ptr: *const ()) {
-        // SAFETY: the waker owns one strong count, which this takes over.
+        // SAFETY: INV-vtable: the waker owns one strong count, which this takes over.
         let task = unsafe { Arc::from_raw(ptr as *const Self) };
         if task.header.state.schedule() {
             S::schedule(Self::into_task_ref(task));
@@ -257,10 +264,10 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     }
 
     unsafe fn wake_by_ref_raw(ptr: *const ()) {
-        // SAFETY: the waker's count keeps the task alive for this call.
+        // SAFETY: INV-vtable: the waker's count keeps the task alive for this call.
         let task = unsafe { &*(ptr as *const Self) };
         if task.header.state.schedule() {
-            // SAFETY: a live task whose count the waker holds.
+            // SAFETY: INV-vtable: a live task whose count the waker holds.
             unsafe { Self::schedule_new_ref(ptr as *const Self) };
         }
     }
@@ -280,8 +287,8 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     /// future (`Running`).
     unsafe fn drop_future(&self) -> std::thread::Result<()> {
         let stage = self.stage.get();
-        // SAFETY: the caller's promise: nothing else touches the stage now. After a panicking
-        // drop the value counts as dropped (drop glue finishes the other fields while
+        // SAFETY: INV-task: the caller's promise: nothing else touches the stage now. After a
+        // panicking drop the value counts as dropped (drop glue finishes the other fields while
         // unwinding), so the stage is overwritten without dropping it again.
         unsafe {
             let dropped = catch_unwind(AssertUnwindSafe(|| ptr::drop_in_place(stage)));
@@ -321,8 +328,8 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
             return;
         }
         if flags & CANCELLED != 0 {
-            // SAFETY: owner thread, not inside the future's poll, the future is there (not
-            // complete).
+            // SAFETY: INV-task: owner thread, not inside the future's poll, the future is there
+            // (not complete).
             let err = match unsafe { self.drop_future() } {
                 Ok(()) => JoinError::cancelled(),
                 Err(p) => JoinError::panicked(p),
@@ -333,9 +340,9 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         // A waker that borrows the run queue's count instead of taking one: no refcount traffic
         // per poll. It is never dropped, only cloned by whoever keeps it.
         let raw = RawWaker::new(ptr.as_ptr() as *const (), &Self::WAKER_VTABLE);
-        // SAFETY: the vtable's contract holds for this pointer (a live `Task<F, S>` whose count
-        // the caller's TaskRef holds for the whole poll); ManuallyDrop keeps us from releasing
-        // a count we did not take.
+        // SAFETY: INV-vtable: the vtable's contract holds for this pointer (a live `Task<F, S>`
+        // whose count the caller's TaskRef holds for the whole poll); ManuallyDrop keeps us from
+        // releasing a count we did not take.
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: INV-task; the stage is only accessed on this thread, and nothing else touches
@@ -354,8 +361,8 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
                 // the many that finish at once never touch it. Until then a task is in the run
                 // queue, which shutdown drains too.
                 if !self.header.state.is(OWNED) {
-                    // SAFETY: adds the table's count from the live one the caller's TaskRef
-                    // holds.
+                    // SAFETY: INV-vtable: adds the table's count from the live one the caller's
+                    // TaskRef holds.
                     unsafe { Arc::increment_strong_count(ptr.as_ptr() as *const Self) };
                     owned.insert(TaskRef(ptr));
                 }
@@ -364,8 +371,8 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
             Ok(Poll::Ready(out)) => Ok(out),
             Err(panic) => Err(JoinError::panicked(panic)),
         };
-        // SAFETY: owner thread, the poll is over, the future is still there. A panic in the
-        // drop of a future that already returned its output does not undo the output.
+        // SAFETY: INV-task: owner thread, the poll is over, the future is still there. A panic in
+        // the drop of a future that already returned its output does not undo the output.
         let _ = unsafe { self.drop_future() };
         self.finish(owned, result);
     }
@@ -374,7 +381,8 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         if self.header.state.is(COMPLETE) {
             return;
         }
-        // SAFETY: owner thread, the future is not being polled, and it is there (not complete).
+        // SAFETY: INV-task: owner thread, the future is not being polled, and it is there (not
+        // complete).
         let _ = unsafe { self.drop_future() };
         if !self.header.state.is(JOIN_DROPPED) {
             // SAFETY: INV-task; the stage is empty and nothing borrows it.
@@ -470,7 +478,7 @@ mod tests {
     impl Future for PinCheck {
         type Output = ();
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            // SAFETY: nothing is moved out of the pinned future.
+            // SAFETY: INV-vtable: nothing is moved out of the pinned future.
             let this = unsafe { self.get_unchecked_mut() };
             this.polled_at = Some(this as *const PinCheck as usize);
             if this.woken {
