@@ -6,13 +6,12 @@
 //! kernel and completes it later. So there is no `O_NONBLOCK`, no `EAGAIN` and no readiness
 //! polling in this crate.
 
-use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
 use crate::op::net::{self as op, AcceptMulti, AcceptOne};
 use crate::op::MultiOp;
-use crate::BufResult;
 use socket2::{Domain, SockAddr, SockRef, Type};
 use std::io;
+use std::net::ToSocketAddrs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 
@@ -57,6 +56,23 @@ impl Socket {
         Ok(Socket::from_fd(SharedFd::new(s.into_raw_fd())))
     }
 
+    /// Tries `open` on each of `addrs` in turn: the first socket it opens, or the last error.
+    pub(crate) fn first_of(
+        addrs: impl ToSocketAddrs,
+        open: impl Fn(&SockAddr) -> io::Result<Socket>,
+    ) -> io::Result<Socket> {
+        let mut last = None;
+        for a in addrs.to_socket_addrs()? {
+            match open(&SockAddr::from(a)) {
+                Ok(socket) => return Ok(socket),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "no address to bind to")
+        }))
+    }
+
     /// A socket bound to `addr`.
     pub(crate) fn bind(addr: &SockAddr, ty: Type) -> io::Result<Socket> {
         let s = socket2::Socket::new(addr.domain(), ty, None)?;
@@ -75,6 +91,33 @@ impl Socket {
                 Ok(OwnedFd::from(fd))
             }
         }
+    }
+
+    /// A connected pair of Unix-domain sockets of type `ty` (socketpair(2)).
+    pub(crate) fn pair(ty: Type) -> io::Result<(Socket, Socket)> {
+        let (a, b) = socket2::Socket::pair(Domain::UNIX, ty, None)?;
+        Ok((
+            Socket::from_owned(OwnedFd::from(a))?,
+            Socket::from_owned(OwnedFd::from(b))?,
+        ))
+    }
+
+    /// The shared fd, for the ops on it.
+    pub(crate) fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    /// `Debug` output for a socket type named `kind` of family `family`.
+    pub(crate) fn debug(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        kind: &str,
+        family: &str,
+    ) -> std::fmt::Result {
+        f.debug_struct(kind)
+            .field("family", &family)
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
     }
 
     pub(crate) fn sock_ref(&self) -> SockRef<'_> {
@@ -96,39 +139,6 @@ impl Socket {
     pub(crate) async fn accept(&self) -> io::Result<(Socket, SockAddr)> {
         let (fd, addr) = op::accept(&self.fd).await?;
         Ok((Socket::from_fd(fd), addr))
-    }
-
-    pub(crate) async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        op::recv(&self.fd, buf).await
-    }
-
-    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        op::send(&self.fd, buf).await
-    }
-
-    pub(crate) async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
-        op::recv_vectored(&self.fd, bufs).await
-    }
-
-    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
-        op::send_vectored(&self.fd, bufs).await
-    }
-
-    pub(crate) async fn send_to<B: IoBuf>(&self, buf: B, addr: &SockAddr) -> BufResult<usize, B> {
-        op::send_to(&self.fd, buf, addr).await
-    }
-
-    pub(crate) async fn recv_from<B: IoBufMut>(&self, buf: B) -> BufResult<(usize, SockAddr), B> {
-        op::recv_from(&self.fd, buf).await
-    }
-
-    pub(crate) async fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        op::shutdown(&self.fd, how).await
-    }
-
-    /// Whether `other` is the same open socket (both handles share one fd).
-    pub(crate) fn same_as(&self, other: &Socket) -> bool {
-        self.fd.as_raw_fd() == other.fd.as_raw_fd()
     }
 }
 
@@ -231,34 +241,4 @@ impl Acceptor {
             return Poll::Ready(Err(io::Error::from_raw_os_error(-c.result)));
         }
     }
-}
-
-/// Converts a Unix-domain address from the kernel into std's type.
-pub(crate) fn unix_addr(addr: &SockAddr) -> io::Result<std::os::unix::net::SocketAddr> {
-    if let Some(path) = addr.as_pathname() {
-        return std::os::unix::net::SocketAddr::from_pathname(path);
-    }
-    if let Some(name) = addr.as_abstract_namespace() {
-        use std::os::linux::net::SocketAddrExt;
-        return std::os::unix::net::SocketAddr::from_abstract_name(name);
-    }
-    // The kernel reports an unbound sender with an address length of 0 (nothing written).
-    if addr.len() != 0 && addr.domain() != Domain::UNIX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a Unix-domain socket address",
-        ));
-    }
-    // Unnamed (an unbound socket): std builds that from an empty path.
-    std::os::unix::net::SocketAddr::from_pathname("")
-}
-
-/// Converts an internet address from the kernel into std's type.
-pub(crate) fn inet_addr(addr: &SockAddr) -> io::Result<std::net::SocketAddr> {
-    addr.as_socket().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not an IPv4 or IPv6 socket address",
-        )
-    })
 }
