@@ -189,3 +189,4 @@ impl Rng {
 }
 
 pub mod bench;
+pub mod net;
