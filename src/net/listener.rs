@@ -1,7 +1,7 @@
 //! [`Listener`]: a listening stream socket of any family, and its [`Incoming`] connections.
 
 use crate::net::family::Family;
-use crate::net::socket::{Acceptor, Socket};
+use crate::net::socket::{AcceptMode, Acceptor, Socket};
 use crate::net::stream::Stream;
 use std::fmt;
 use std::io;
@@ -86,13 +86,14 @@ impl<F: Family> Listener<F> {
         Ok((Stream::from_socket(socket), F::decode(&addr)?))
     }
 
-    /// A stream of accepted connections, driven by one multishot accept where the kernel has it
-    /// (Linux 5.19+; a loop of single-shot accepts otherwise). Peer addresses are not fetched:
-    /// ask each stream's [`peer_addr`](Stream::peer_addr).
+    /// A stream of accepted connections. Peer addresses are not fetched: ask each stream's
+    /// [`peer_addr`](Stream::peer_addr).
     ///
-    /// Backpressure: at most 64 accepted connections wait for `next()` in userspace; beyond
-    /// them the kernel stops accepting and the listen backlog holds the clients, so a server
-    /// that stops asking holds a bounded number of fds, and loses no connection.
+    /// Backpressure: the kernel takes at most 64 connections nobody asked for yet. The stream
+    /// keeps up to 64 single-shot accepts in flight (as many as recent connections showed are
+    /// needed) and arms them only when it is polled, so a server that stops calling `next()`
+    /// holds at most 64 accepted fds; the listen backlog holds further clients, and none is
+    /// lost.
     ///
     /// ```
     /// use uring::net::{TcpListener, TcpStream};
@@ -114,18 +115,23 @@ impl<F: Family> Listener<F> {
     /// });
     /// ```
     pub fn incoming(&self) -> Incoming<'_, F> {
-        Incoming {
-            acceptor: Acceptor::new(&self.socket, true),
-            _listener: PhantomData,
-        }
+        self.incoming_with(AcceptMode::Pipelined)
     }
 
-    /// An `incoming()` stream that uses single-shot accepts only, as on kernels without
-    /// multishot accept.
-    #[cfg(test)]
-    fn incoming_single_shot(&self) -> Incoming<'_, F> {
+    /// A stream of accepted connections driven by one multishot accept (Linux 5.19+; a loop of
+    /// single-shot accepts on older kernels): one SQE serves a whole burst of connections.
+    ///
+    /// Weaker backpressure than [`incoming`](Listener::incoming): the accept is stopped once 64
+    /// connections wait unclaimed, but the kernel takes a burst whole (every connection waiting
+    /// in the backlog when it wakes) before the stop lands, so a server that stops asking can
+    /// hold up to a listen backlog's worth of accepted fds (1024 by default). None is lost.
+    pub fn incoming_multishot(&self) -> Incoming<'_, F> {
+        self.incoming_with(AcceptMode::Multishot)
+    }
+
+    fn incoming_with(&self, mode: AcceptMode) -> Incoming<'_, F> {
         Incoming {
-            acceptor: Acceptor::new(&self.socket, false),
+            acceptor: Acceptor::new(&self.socket, mode),
             _listener: PhantomData,
         }
     }
@@ -150,7 +156,7 @@ impl<F: Family> fmt::Debug for Listener<F> {
 }
 
 /// The connections a [`Listener`] accepts, one after another. Made by
-/// [`Listener::incoming`].
+/// [`Listener::incoming`] or [`Listener::incoming_multishot`].
 ///
 /// Dropping it cancels the accept in flight; connections the kernel accepted but nobody took
 /// are closed.
@@ -192,27 +198,40 @@ mod tests {
     use socket2::{Domain, SockAddr, Type};
     use std::net::SocketAddr;
     use std::os::fd::OwnedFd;
+    use std::time::Duration;
 
     use super::*;
 
+    /// A bound socket that is not listening: the kernel answers accept with EINVAL, as a
+    /// kernel without multishot accept answers the multishot flag.
+    fn not_listening() -> TcpListener {
+        let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&SockAddr::from(
+            "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
+        ))
+        .unwrap();
+        Listener::from_listening(Socket::from_owned(OwnedFd::from(s)).unwrap())
+    }
+
     #[test]
-    fn single_shot_incoming_accepts() {
+    fn incoming_accepts_and_arms_a_bounded_number_of_accepts() {
         crate::run(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let clients = crate::spawn(async move {
                 let mut v = Vec::new();
-                for _ in 0..3 {
+                for _ in 0..100 {
                     v.push(TcpStream::connect(addr).await.unwrap());
                 }
                 v
             });
-            let mut incoming = listener.incoming_single_shot();
+            let mut incoming = listener.incoming();
             assert!(!incoming.acceptor.is_multishot());
             let mut peers = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..100 {
                 let s = incoming.next().await.unwrap().unwrap();
                 peers.push(s.peer_addr().unwrap());
+                assert!(incoming.acceptor.taken_or_armed() <= crate::op::net::ACCEPT_QUEUE);
             }
             let clients = clients.await.unwrap();
             let mut locals: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
@@ -223,18 +242,27 @@ mod tests {
     }
 
     #[test]
-    fn incoming_falls_back_to_single_shot_on_einval() {
+    fn incoming_reports_each_error_and_tries_again() {
         crate::run(async {
-            // A bound socket that is not listening: the kernel answers accept with EINVAL, as
-            // a kernel without multishot accept answers the multishot flag.
-            let s = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            s.bind(&SockAddr::from(
-                "127.0.0.1:0".parse::<SocketAddr>().unwrap(),
-            ))
-            .unwrap();
-            let listener: TcpListener =
-                Listener::from_listening(Socket::from_owned(OwnedFd::from(s)).unwrap());
+            let listener = not_listening();
             let mut incoming = listener.incoming();
+            for _ in 0..3 {
+                let e = incoming.next().await.unwrap().unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+                assert_eq!(
+                    incoming.acceptor.taken_or_armed(),
+                    0,
+                    "one attempt at a time"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn multishot_incoming_falls_back_to_single_shot_on_einval() {
+        crate::run(async {
+            let listener = not_listening();
+            let mut incoming = listener.incoming_multishot();
             let e = incoming.next().await.unwrap().unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
             assert!(
@@ -255,7 +283,7 @@ mod tests {
         crate::run(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            let mut incoming = listener.incoming();
+            let mut incoming = listener.incoming_multishot();
             let clients = crate::spawn(async move {
                 let mut v = Vec::new();
                 for _ in 0..4 {
@@ -271,6 +299,25 @@ mod tests {
                 "this kernel has multishot accept; it must not fall back"
             );
             drop(clients.await.unwrap());
+        });
+    }
+
+    #[test]
+    fn a_dropped_incoming_closes_what_it_took_and_leaves_the_backlog() {
+        crate::run(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut incoming = listener.incoming();
+            let c = crate::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let first = incoming.next().await.unwrap().unwrap();
+            drop(c.await.unwrap());
+            drop(first);
+            // Two accepts are armed now (one connection doubled the depth); drop them.
+            let _ = crate::time::timeout(Duration::from_millis(5), incoming.next()).await;
+            drop(incoming);
+            let late = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
+            assert_eq!(s.peer_addr().unwrap(), late.local_addr().unwrap());
         });
     }
 }

@@ -10,6 +10,7 @@ use crate::fd::SharedFd;
 use crate::op::net::{self as op, AcceptMulti, AcceptOne};
 use crate::op::MultiOp;
 use socket2::{Domain, SockAddr, SockRef, Type};
+use std::collections::VecDeque;
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -155,19 +156,148 @@ impl AsFd for Socket {
     }
 }
 
-/// Accepts connections one after another for a listener's `incoming()` stream: one multishot
-/// accept (Linux 5.19+) posts a completion per connection; it is resubmitted whenever it ends
-/// (after an error such as `EMFILE`, or when the kernel stops it). If the kernel rejects the
-/// multishot flag (`EINVAL` before any success), it falls back to one single-shot accept at a
-/// time.
+/// Accepts connections one after another for a listener's `incoming()` stream.
 ///
-/// Backpressure: the driver stops (cancels) the multishot accept once
-/// [`ACCEPT_QUEUE`](op::ACCEPT_QUEUE) connections wait unclaimed; the kernel's listen backlog
-/// holds the next ones. Its final `ECANCELED` completion comes after every connection it
-/// accepted, and the accept is submitted again when the stream is next polled: a server that
-/// stops asking holds at most that many accepted fds, and loses no connection.
+/// Backpressure: the kernel takes at most [`ACCEPT_QUEUE`](op::ACCEPT_QUEUE) connections that
+/// nobody asked for; the listen backlog holds the next ones. So a server that stops asking holds
+/// a bounded number of accepted fds, and loses no connection.
+///
+/// - [`AcceptMode::Pipelined`] (what `incoming()` uses): single-shot accepts, each of which takes
+///   at most one connection, armed only when the stream is polled and at most `ACCEPT_QUEUE` at
+///   once (the number doubles with each connection taken, from 1, and goes back to 1 after an
+///   error, so an accept loop out of fds makes one attempt per poll). The bound is strict.
+/// - [`AcceptMode::Multishot`] (`incoming_multishot()`): one multishot accept (Linux 5.19+) posts
+///   a completion per connection; the driver stops it once `ACCEPT_QUEUE` wait unclaimed, and it
+///   is submitted again when the stream is next polled. One SQE serves a whole burst, but the
+///   kernel takes a burst whole (every connection waiting in the backlog when it wakes) before
+///   the stop lands: a server that stops asking can hold up to a listen backlog's worth. If the
+///   kernel rejects the multishot flag (`EINVAL` before any success), it falls back to one
+///   single-shot accept at a time.
 pub(crate) struct Acceptor {
     listener: SharedFd,
+    mode: Mode,
+}
+
+/// How an [`Acceptor`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptMode {
+    /// Up to `ACCEPT_QUEUE` single-shot accepts in flight.
+    Pipelined,
+    /// One multishot accept.
+    Multishot,
+}
+
+enum Mode {
+    Pipelined(Pipeline),
+    Multishot(Multishot),
+}
+
+impl Acceptor {
+    pub(crate) fn new(listener: &Socket, mode: AcceptMode) -> Acceptor {
+        let mode = match mode {
+            AcceptMode::Pipelined => Mode::Pipelined(Pipeline {
+                ops: VecDeque::new(),
+                ready: VecDeque::new(),
+                depth: 1,
+            }),
+            AcceptMode::Multishot => Mode::Multishot(Multishot {
+                multi: None,
+                single: None,
+                multishot: true,
+                multishot_worked: false,
+                just_stopped: false,
+            }),
+        };
+        Acceptor {
+            listener: listener.fd.clone(),
+            mode,
+        }
+    }
+
+    /// Whether a multishot accept is in use (it may have fallen back to single-shot).
+    #[cfg(test)]
+    pub(crate) fn is_multishot(&self) -> bool {
+        matches!(&self.mode, Mode::Multishot(m) if m.multishot)
+    }
+
+    /// How many accepts are in flight or have results waiting (at most `ACCEPT_QUEUE`).
+    #[cfg(test)]
+    pub(crate) fn taken_or_armed(&self) -> usize {
+        match &self.mode {
+            Mode::Pipelined(p) => p.ops.len() + p.ready.len(),
+            Mode::Multishot(_) => 0,
+        }
+    }
+
+    pub(crate) fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Socket>> {
+        let res = match &mut self.mode {
+            Mode::Pipelined(p) => std::task::ready!(p.poll(&self.listener, cx)),
+            Mode::Multishot(m) => std::task::ready!(m.poll(&self.listener, cx)),
+        };
+        Poll::Ready(res.map(Socket::from_fd))
+    }
+}
+
+/// Single-shot accepts in flight, armed only when the stream is polled.
+struct Pipeline {
+    /// Accepts in flight, oldest first; each takes at most one connection.
+    ops: VecDeque<AcceptOne>,
+    /// Results of accepts that completed, taken out of their ops and not returned yet.
+    ready: VecDeque<io::Result<SharedFd>>,
+    /// How many accepts to keep in flight: doubles with each connection, up to
+    /// `ACCEPT_QUEUE`; 1 after an error.
+    depth: usize,
+}
+
+impl Pipeline {
+    fn poll(&mut self, listener: &SharedFd, cx: &mut Context<'_>) -> Poll<io::Result<SharedFd>> {
+        if let Some(res) = self.ready.pop_front() {
+            return Poll::Ready(self.returning(res));
+        }
+        while self.ops.len() < self.depth {
+            self.ops.push_back(AcceptOne::new(listener));
+        }
+        match self.take_completed(cx) {
+            Some(res) => {
+                if res.is_err() {
+                    // The accepts that failed meanwhile tell the same news (say EMFILE): drop
+                    // their errors, keep their connections.
+                    while let Some(other) = self.take_completed(cx) {
+                        if other.is_ok() {
+                            self.ready.push_back(other);
+                        }
+                    }
+                }
+                Poll::Ready(self.returning(res))
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// Polls the accepts in flight (submitting new ones) and takes the oldest completed one.
+    fn take_completed(&mut self, cx: &mut Context<'_>) -> Option<io::Result<SharedFd>> {
+        for i in 0..self.ops.len() {
+            if let Poll::Ready(res) = self.ops[i].poll(cx) {
+                // Done: dropping it does nothing more.
+                self.ops.remove(i);
+                return Some(res);
+            }
+        }
+        None
+    }
+
+    fn returning(&mut self, res: io::Result<SharedFd>) -> io::Result<SharedFd> {
+        self.depth = if res.is_ok() {
+            (self.depth * 2).min(op::ACCEPT_QUEUE)
+        } else {
+            1
+        };
+        res
+    }
+}
+
+/// One multishot accept, resubmitted whenever it ends, with its single-shot fallback.
+struct Multishot {
     multi: Option<MultiOp<AcceptMulti>>,
     single: Option<AcceptOne>,
     multishot: bool,
@@ -177,37 +307,16 @@ pub(crate) struct Acceptor {
     just_stopped: bool,
 }
 
-impl Acceptor {
-    pub(crate) fn new(listener: &Socket, multishot: bool) -> Acceptor {
-        Acceptor {
-            listener: listener.fd.clone(),
-            multi: None,
-            single: None,
-            multishot,
-            multishot_worked: false,
-            just_stopped: false,
-        }
-    }
-
-    /// Whether the multishot accept is in use (it may have fallen back to single-shot).
-    #[cfg(test)]
-    pub(crate) fn is_multishot(&self) -> bool {
-        self.multishot
-    }
-
-    pub(crate) fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Socket>> {
+impl Multishot {
+    fn poll(&mut self, listener: &SharedFd, cx: &mut Context<'_>) -> Poll<io::Result<SharedFd>> {
         loop {
             if !self.multishot {
-                let op = self
-                    .single
-                    .get_or_insert_with(|| AcceptOne::new(&self.listener));
+                let op = self.single.get_or_insert_with(|| AcceptOne::new(listener));
                 let res = std::task::ready!(op.poll(cx));
                 self.single = None;
-                return Poll::Ready(res.map(Socket::from_fd));
+                return Poll::Ready(res);
             }
-            let op = self
-                .multi
-                .get_or_insert_with(|| op::accept_multi(&self.listener));
+            let op = self.multi.get_or_insert_with(|| op::accept_multi(listener));
             let c = match op.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 // Ended without a completion for us: submit a new one.
@@ -223,7 +332,7 @@ impl Acceptor {
             if c.result >= 0 {
                 self.multishot_worked = true;
                 self.just_stopped = false;
-                return Poll::Ready(Ok(Socket::from_fd(SharedFd::new(c.result))));
+                return Poll::Ready(Ok(SharedFd::new(c.result)));
             }
             if c.result == -libc::ECANCELED && !c.has_more() && !self.just_stopped {
                 // Stopped because the queue was full: every connection it took came before

@@ -56,16 +56,19 @@ impl AddrOut {
 
 struct Accept {
     fd: SharedFd,
-    addr: Box<AddrOut>,
+    /// Where the kernel writes the peer's address; `None`: not asked for.
+    addr: Option<Box<AddrOut>>,
 }
 
-// SAFETY: the address and its length live in `addr`'s box (INV-heap); `fd` is held by `self`
-// (INV-fd).
+// SAFETY: the address and its length live in `addr`'s box (INV-heap), or the SQE carries no
+// pointer; `fd` is held by `self` (INV-fd).
 unsafe impl OpCode for Accept {
     fn create_entry(&mut self) -> squeue::Entry {
-        let addr = &mut *self.addr;
-        let len = &mut addr.len as *mut libc::socklen_t;
-        opcode::Accept::new(types::Fd(self.fd.as_raw_fd()), addr.storage_ptr(), len)
+        let (addr, len) = match self.addr.as_deref_mut() {
+            Some(out) => (out.storage_ptr(), &mut out.len as *mut libc::socklen_t),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        opcode::Accept::new(types::Fd(self.fd.as_raw_fd()), addr, len)
             .flags(libc::SOCK_CLOEXEC)
             .build()
     }
@@ -89,17 +92,19 @@ pub(crate) fn close_unclaimed_fd(c: Completion) {
 pub(crate) async fn accept(fd: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
     let (c, op) = Op::new(Accept {
         fd: fd.clone(),
-        addr: AddrOut::new(),
+        addr: Some(AddrOut::new()),
     })
     .await;
     let new_fd = cqe_result(c)?;
     let new_fd = SharedFd::new(new_fd as i32);
-    Ok((new_fd, op.addr.into_addr()))
+    let addr = op.addr.expect("the accept was given an address buffer");
+    Ok((new_fd, addr.into_addr()))
 }
 
-/// How many connections a multishot accept takes from the kernel before the listener's owner
-/// asks for them. Beyond that the op is stopped and the kernel's listen backlog holds further
-/// connections; the next `incoming().next()` after the queue drained submits it again.
+/// How many connections an `incoming()` stream lets the kernel take before the listener's owner
+/// asks for them: at most this many single-shot accepts are in flight (each takes at most one
+/// connection), and a multishot accept is stopped once this many wait unclaimed. Beyond that
+/// the kernel's listen backlog holds further connections.
 pub(crate) const ACCEPT_QUEUE: usize = 64;
 
 /// A multishot accept (Linux 5.19+): one SQE, one CQE per accepted connection, each carrying
@@ -130,14 +135,15 @@ pub(crate) fn accept_multi(fd: &SharedFd) -> MultiOp<AcceptMulti> {
     MultiOp::new(AcceptMulti { fd: fd.clone() })
 }
 
-/// A single-shot accept as a pollable op, for loops that keep it across polls.
+/// A single-shot accept as a pollable op, for loops that keep it across polls. It takes no peer
+/// address (the caller asks the stream if it wants one).
 pub(crate) struct AcceptOne(Op<Accept>);
 
 impl AcceptOne {
     pub(crate) fn new(fd: &SharedFd) -> AcceptOne {
         AcceptOne(Op::new(Accept {
             fd: fd.clone(),
-            addr: AddrOut::new(),
+            addr: None,
         }))
     }
 

@@ -24,10 +24,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
+use uring::io::AsyncWriteOwned;
 use uring::net::{TcpListener, TcpStream, UdpSocket, UnixDatagram, UnixStream};
 use uring::time::{sleep, timeout};
 use uring::BufResult;
-use uring_tests::net::{serial, stream_byte, tcp_pair_with_std, zeroed_capacity};
+use uring_tests::net::{serial, stream_byte, tcp_pair, tcp_pair_with_std, zeroed_capacity};
 use uring_tests::{open_fds, poll_once, scaled, under_valgrind, zeroed_buf, Rng};
 
 /// Generous: valgrind slows everything down by an order of magnitude or more.
@@ -151,43 +152,42 @@ async fn read_to_end_dropping(r: &impl Reader, seed: u64) -> (Vec<u8>, usize) {
     }
 }
 
-/// Writes `total` bytes of [`stream_byte`] from another thread, in chunks of random sizes with
-/// random pauses, then closes.
-fn spawn_writer<W: Write + Send + 'static>(
-    mut w: W,
-    total: usize,
-    seed: u64,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut rng = Rng(seed);
-        let mut pos = 0;
-        let mut chunk = Vec::new();
-        while pos < total {
-            let n = (1 + rng.below(100_000) as usize).min(total - pos);
-            chunk.clear();
-            chunk.extend((pos..pos + n).map(stream_byte));
-            w.write_all(&chunk).expect("the reader went away");
-            pos += n;
-            if rng.below(6) == 0 {
-                std::thread::sleep(Duration::from_micros(rng.below(3000)));
+/// Writes `total` bytes of [`stream_byte`] in chunks of random sizes with random pauses, then
+/// drops `w` (the reader sees end of stream). A task on the reader's runtime: a peer on another
+/// thread would stall under valgrind, which holds its lock while a thread waits in
+/// io_uring_enter.
+async fn write_stream<W: AsyncWriteOwned>(w: W, total: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let mut pos = 0;
+    while pos < total {
+        let n = (1 + rng.below(100_000) as usize).min(total - pos);
+        let chunk: Vec<u8> = (pos..pos + n).map(stream_byte).collect();
+        w.write_all(chunk).await.0.expect("the reader went away");
+        pos += n;
+        match rng.below(6) {
+            0 => sleep(Duration::from_micros(rng.below(2000))).await,
+            1 | 2 => {
+                for _ in 0..rng.below(3) {
+                    uring::yield_now().await;
+                }
             }
+            _ => {}
         }
-    })
+    }
 }
 
-/// Streams megabytes into `reader` from a std peer on another thread while reads are dropped at
-/// random points; every byte must arrive once, in order.
-fn stream_with_drops<R: Reader>(
+/// Streams megabytes from `peer` into `reader` while reads are dropped at random points; every
+/// byte must arrive once, in order.
+async fn stream_with_drops<R: Reader, W: AsyncWriteOwned + 'static>(
     name: &str,
     seed: u64,
-    connect: impl FnOnce() -> (R, Box<dyn Write + Send>),
+    reader: R,
+    peer: W,
 ) {
     let total = scaled(8 << 20);
-    let rt = uring::Runtime::new().unwrap();
-    let (reader, peer) = rt.block_on(async { connect() });
-    let writer = spawn_writer(peer, total, seed ^ 0x5555);
-    let (got, dropped) = rt.block_on(read_to_end_dropping(&reader, seed));
-    writer.join().unwrap();
+    let writer = uring::spawn(write_stream(peer, total, seed ^ 0x5555));
+    let (got, dropped) = read_to_end_dropping(&reader, seed).await;
+    writer.await.unwrap();
     assert_eq!(
         got.len(),
         total,
@@ -197,15 +197,14 @@ fn stream_with_drops<R: Reader>(
         panic!("{name}: byte {i} differs: bytes reordered or lost ({dropped} reads dropped)");
     }
     assert!(dropped > 10, "{name}: only {dropped} reads were dropped");
-    drop(reader);
 }
 
 #[test]
 fn tcp_stream_reads_dropped_at_random_lose_no_byte() {
     serial(LIMIT, || {
-        stream_with_drops("tcp", 1, || {
-            let (s, peer) = tcp_pair_with_std();
-            (s, Box::new(peer))
+        uring::run(async {
+            let (a, b) = tcp_pair().await;
+            stream_with_drops("tcp", 1, a, b).await;
         })
     });
 }
@@ -213,9 +212,9 @@ fn tcp_stream_reads_dropped_at_random_lose_no_byte() {
 #[test]
 fn unix_stream_reads_dropped_at_random_lose_no_byte() {
     serial(LIMIT, || {
-        stream_with_drops("unix", 2, || {
-            let (a, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            (UnixStream::from_std(a).unwrap(), Box::new(peer))
+        uring::run(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            stream_with_drops("unix", 2, a, b).await;
         })
     });
 }
@@ -223,15 +222,10 @@ fn unix_stream_reads_dropped_at_random_lose_no_byte() {
 #[test]
 fn tcp_read_half_reads_dropped_at_random_lose_no_byte() {
     serial(LIMIT, || {
-        stream_with_drops("tcp read half", 3, || {
-            let (s, peer) = tcp_pair_with_std();
-            let (r, w) = s.into_split();
-            // The write half stays open until the runtime goes: a task keeps it.
-            uring::spawn(async move {
-                std::future::pending::<()>().await;
-                drop(w);
-            });
-            (r, Box::new(peer))
+        uring::run(async {
+            let (a, b) = tcp_pair().await;
+            let (r, _w) = a.into_split();
+            stream_with_drops("tcp read half", 3, r, b).await;
         })
     });
 }
@@ -239,14 +233,10 @@ fn tcp_read_half_reads_dropped_at_random_lose_no_byte() {
 #[test]
 fn unix_read_half_reads_dropped_at_random_lose_no_byte() {
     serial(LIMIT, || {
-        stream_with_drops("unix read half", 4, || {
-            let (a, peer) = std::os::unix::net::UnixStream::pair().unwrap();
-            let (r, w) = UnixStream::from_std(a).unwrap().into_split();
-            uring::spawn(async move {
-                std::future::pending::<()>().await;
-                drop(w);
-            });
-            (r, Box::new(peer))
+        uring::run(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let (r, _w) = a.into_split();
+            stream_with_drops("unix read half", 4, r, b).await;
         })
     });
 }

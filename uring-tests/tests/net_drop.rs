@@ -7,7 +7,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use uring::net::{TcpListener, TcpStream};
 use uring_tests::net::{
-    echo, pattern, reset, round_trip, round_trip_pair, spawn_echo_server, tcp_pair, LIMIT,
+    echo, pattern, reset, round_trip, round_trip_pair, spawn_echo_server, tcp_pair,
+    tcp_pair_with_std, LIMIT,
 };
 use uring_tests::watchdog;
 
@@ -133,33 +134,55 @@ fn dropped_accept_loses_no_connection() {
 
 #[test]
 fn dropped_incoming_closes_connections_it_accepted() {
-    watchdog(LIMIT, || {
-        uring::run(async {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let mut incoming = listener.incoming();
-            let first = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
-            let taken = incoming.next().await.unwrap().unwrap();
-            let first = first.await.unwrap();
-            let mut others = Vec::new();
-            for _ in 0..3 {
-                others.push(TcpStream::connect(addr).await.unwrap());
-            }
-            // The multishot accept takes them in the kernel; give it a moment, then drop the
-            // stream with them unclaimed.
-            uring::time::sleep(Duration::from_millis(50)).await;
-            drop(incoming);
-            for c in &others {
-                let (res, _) = c.read(Vec::with_capacity(8)).await;
-                match res {
-                    Ok(0) => {}
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-                    other => panic!("an unclaimed connection must be closed, got {other:?}"),
+    for multishot in [false, true] {
+        watchdog(LIMIT, move || {
+            uring::run(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let mut incoming = if multishot {
+                    listener.incoming_multishot()
+                } else {
+                    listener.incoming()
+                };
+                // Four connections taken: the stream now keeps several accepts armed (or its
+                // multishot accept).
+                let first = uring::spawn(async move {
+                    let mut v = Vec::new();
+                    for _ in 0..4 {
+                        v.push(TcpStream::connect(addr).await.unwrap());
+                    }
+                    v
+                });
+                let mut taken = Vec::new();
+                for _ in 0..4 {
+                    taken.push(incoming.next().await.unwrap().unwrap());
                 }
-            }
-            round_trip_pair(&first, &taken).await;
+                let first = first.await.unwrap();
+                let mut others = Vec::new();
+                for _ in 0..3 {
+                    others.push(TcpStream::connect(addr).await.unwrap());
+                }
+                // The armed accepts take them in the kernel; give them a moment, then drop the
+                // stream with them unclaimed.
+                uring::time::sleep(Duration::from_millis(50)).await;
+                drop(incoming);
+                for c in &others {
+                    let (res, _) = c.read(Vec::with_capacity(8)).await;
+                    match res {
+                        Ok(0) => {}
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                        other => panic!("an unclaimed connection must be closed, got {other:?}"),
+                    }
+                }
+                // The connections it handed out still work.
+                for s in &taken {
+                    let peer = s.peer_addr().unwrap();
+                    let c = first.iter().find(|c| c.local_addr().unwrap() == peer);
+                    round_trip_pair(c.expect("a client of each taken connection"), s).await;
+                }
+            });
         });
-    });
+    }
 }
 
 #[test]
@@ -179,5 +202,59 @@ fn dropping_a_stream_closes_it_even_with_a_cancelled_read() {
             let (res, _) = client.read(Vec::with_capacity(8)).await;
             assert_eq!(res.unwrap(), 0, "the peer sees end of stream");
         });
+    });
+}
+
+/// The last handle closes its fd at once (a plain close(2)): a listener dropped with no accept in
+/// flight frees its address before the drop returns, as std's does.
+#[test]
+fn a_dropped_listener_frees_its_address_at_once() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            drop(l);
+            let l = TcpListener::bind(addr).expect("the address is free again at once");
+
+            // After accepting (the accept op is done) and with the connection still open.
+            let client = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let (server, _) = l.accept().await.unwrap();
+            let client = client.await.unwrap();
+            drop(l);
+            let l = TcpListener::bind(addr).expect("free again while a connection lives on");
+            round_trip_pair(&client, &server).await;
+            drop(l);
+
+            let dir = uring_tests::TempDir::new("rebind");
+            let path = dir.path("s");
+            let u = uring::net::UnixListener::bind(&path).unwrap();
+            drop(u);
+            std::fs::remove_file(&path).unwrap();
+            uring::net::UnixListener::bind(&path).expect("a Unix path can be bound again");
+        });
+    });
+}
+
+/// A stream dropped in the last poll of `block_on`, when the loop will not turn again before
+/// `block_on` returns: the peer still sees end of stream while the runtime is alive.
+#[test]
+fn a_stream_dropped_in_the_last_poll_is_closed_at_once() {
+    watchdog(LIMIT, || {
+        use std::io::Read;
+        let (s, mut peer) = tcp_pair_with_std();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8];
+            let _ = tx.send(peer.read(&mut buf).map_err(|e| e.kind()));
+        });
+        let rt = uring::Runtime::new().unwrap();
+        rt.block_on(async move { drop(s) });
+        let seen = rx.recv_timeout(Duration::from_secs(20));
+        assert!(
+            matches!(seen, Ok(Ok(0))),
+            "the peer must read end of stream before the runtime is dropped, got {seen:?}"
+        );
+        drop(rt);
+        reader.join().unwrap();
     });
 }

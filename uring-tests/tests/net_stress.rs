@@ -3,12 +3,15 @@
 //! bounded number of fds and loses no connection).
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
-use uring_tests::net::{echo, raise_nofile, round_trip, spawn_child, LIMIT};
-use uring_tests::{is_child, run_child, watchdog};
+use uring_tests::net::{assert_child_ok, echo, raise_nofile, round_trip, spawn_child, LIMIT};
+use uring_tests::{is_child, open_fds, run_child, watchdog};
 
 const TEN_K: usize = 10_000;
 const TEN_K_ADDR_ENV: &str = "URING_TEST_10K_ADDR";
@@ -277,4 +280,109 @@ fn accept_out_of_fds_child_inner() {
             backoff.pauses()
         );
     });
+}
+
+const BACKPRESSURE_CLIENTS: usize = 1200;
+/// Connections the server takes before it stops asking: enough for its accept stream to keep
+/// all of its 64 accepts armed.
+const BACKPRESSURE_TAKEN: usize = 100;
+
+/// Accept backpressure: a server that takes 100 connections from `incoming()` and then stops
+/// asking while 1,100 more clients connect holds at most 64 accepted fds (the accepts its
+/// stream had armed), not 1,100: the rest wait in the listen backlog (or retry their SYN).
+/// When it asks again it accepts every one of them. In a child process: it raises
+/// RLIMIT_NOFILE and counts the process's fds.
+#[test]
+fn a_server_that_stops_accepting_holds_few_fds_and_loses_no_connection() {
+    const NAME: &str = "a_server_that_stops_accepting_holds_few_fds_and_loses_no_connection";
+    if is_child("backpressure") {
+        backpressure_child();
+        return;
+    }
+    let out = run_child(NAME, "backpressure");
+    assert_child_ok(&out, "backpressure: held");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(report) = stdout.lines().find(|l| l.contains("backpressure: held")) {
+        println!("{report}");
+    }
+}
+
+fn backpressure_child() {
+    raise_nofile(BACKPRESSURE_CLIENTS as u64 + 1000);
+    watchdog(Duration::from_secs(300), || {
+        let rt = uring::Runtime::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = open_fds();
+        // Clients on std threads: each connects, sends its number and closes, so the clients
+        // hold next to no fds and the count below is the server's.
+        let connected = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let connected = connected.clone();
+                std::thread::spawn(move || {
+                    for id in (t..BACKPRESSURE_CLIENTS).step_by(4) {
+                        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+                        c.write_all(&(id as u32).to_le_bytes()).unwrap();
+                        connected.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        let (held, ids) = rt.block_on(async {
+            let ids = Rc::new(RefCell::new(Vec::new()));
+            let mut incoming = listener.incoming();
+            // Take the first ones, so the stream keeps its full number of accepts armed...
+            let mut taken = Vec::new();
+            for _ in 0..BACKPRESSURE_TAKEN {
+                let s = incoming.next().await.unwrap().unwrap();
+                taken.push(read_id(s, ids.clone()));
+            }
+            for t in taken {
+                t.await.unwrap();
+            }
+            // ...then stop asking while the other clients connect; the loop keeps turning.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while connected.load(Ordering::SeqCst) < 1000 && Instant::now() < deadline {
+                uring::time::sleep(Duration::from_millis(10)).await;
+            }
+            uring::time::sleep(Duration::from_millis(300)).await;
+            let held = open_fds().saturating_sub(base);
+            // Ask again: every connection comes, none lost.
+            let mut tasks = Vec::new();
+            for _ in BACKPRESSURE_TAKEN..BACKPRESSURE_CLIENTS {
+                let s = incoming.next().await.unwrap().unwrap();
+                tasks.push(read_id(s, ids.clone()));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let ids = ids.borrow().clone();
+            (held, ids)
+        });
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Up to 64 accepts armed (each takes at most one connection), and a client socket or
+        // two in flight on the client threads.
+        assert!(
+            held <= 64 + 8,
+            "a server that stopped accepting holds {held} accepted fds: no backpressure"
+        );
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), BACKPRESSURE_CLIENTS, "connections lost");
+        println!("backpressure: held {held} fds while {BACKPRESSURE_CLIENTS} clients connected");
+    });
+}
+
+/// Reads a client's 4-byte number in a task.
+fn read_id(s: TcpStream, ids: Rc<RefCell<Vec<u32>>>) -> uring::JoinHandle<()> {
+    uring::spawn(async move {
+        let (res, buf) = s.read_exact(Vec::with_capacity(4)).await;
+        res.unwrap();
+        ids.borrow_mut()
+            .push(u32::from_le_bytes(buf[..4].try_into().unwrap()));
+    })
 }
