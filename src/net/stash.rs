@@ -16,8 +16,9 @@
 //! [`abandoned`](crate::op::OpCode::abandoned) until their final completion) and a new read
 //! waits for them with its waker in the stash. Only abandoned reads count: a read future that is
 //! merely not being polled still owns its result and blocks nobody. An abandoned read can only
-//! complete while its runtime turns, so a read waits only when it runs on that runtime; elsewhere
-//! (the runtime is gone, or another one runs) it goes ahead and fails as ops do.
+//! complete while its runtime turns, so they are counted per runtime and a read waits only for
+//! those of the runtime it runs on; elsewhere (the runtime is gone, or another one runs) it goes
+//! ahead and fails as ops do.
 //!
 //! The steady path pays nothing for this: a read whose stash is empty and has no abandoned read
 //! looks at one `RefCell` and submits; the stash allocates only when a read was abandoned.
@@ -79,10 +80,9 @@ struct Inner {
     end: Option<i32>,
     /// A datagram socket's receives that abandoned receives took, in order.
     datagrams: VecDeque<Taken>,
-    /// Abandoned reads the kernel may still complete.
-    in_flight: usize,
-    /// The runtime the last abandoned read was submitted on: only its loop can complete it.
-    runtime: Weak<RuntimeState>,
+    /// Abandoned reads the kernel may still complete, counted per runtime they were submitted
+    /// on (only that runtime's loop can complete them). Usually empty or one entry.
+    in_flight: Vec<(Weak<RuntimeState>, usize)>,
     /// Reads waiting for the abandoned ones to finish.
     waiters: Vec<Waker>,
 }
@@ -97,8 +97,7 @@ impl Stash {
                 start: 0,
                 end: None,
                 datagrams: VecDeque::new(),
-                in_flight: 0,
-                runtime: Weak::new(),
+                in_flight: Vec::new(),
                 waiters: Vec::new(),
             }),
         })
@@ -107,14 +106,21 @@ impl Stash {
     /// Whether a read on this socket must wait before it submits: an abandoned read is in
     /// flight on the runtime running now. Registers the waker if so.
     fn must_wait(inner: &mut Inner, cx: &Context<'_>) -> bool {
-        if inner.in_flight == 0 {
+        if inner.in_flight.is_empty() {
             return false;
         }
-        let here =
-            context::with_current(|c| c.is_some_and(|c| std::ptr::eq(c, inner.runtime.as_ptr())));
+        let here = context::with_current(|c| {
+            c.is_some_and(|c| {
+                inner
+                    .in_flight
+                    .iter()
+                    .any(|(rt, _)| std::ptr::eq(c, rt.as_ptr()))
+            })
+        });
         if !here {
-            // Gone, or not running: waiting would never end. The read goes ahead (and fails
-            // with ECANCELED if the runtime is gone).
+            // None in flight on the runtime running now (or none runs): waiting for the others
+            // would never end, since their loops do not turn. The read goes ahead (and fails
+            // with ECANCELED if its runtime is gone).
             return false;
         }
         if !inner.waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -180,6 +186,7 @@ impl Inner {
             room,
             from,
             fill,
+            ..
         } = received;
         // The cancel's own result, or a signal: nothing the socket said.
         if result == -libc::ECANCELED || result == -libc::EINTR {
@@ -221,15 +228,31 @@ fn result(res: i32) -> io::Result<usize> {
 impl RecvSink for Stash {
     fn abandoned(&self, runtime: &Weak<RuntimeState>) {
         let mut inner = self.inner.borrow_mut();
-        inner.in_flight += 1;
-        inner.runtime = runtime.clone();
+        match inner
+            .in_flight
+            .iter_mut()
+            .find(|(rt, _)| rt.ptr_eq(runtime))
+        {
+            Some((_, n)) => *n += 1,
+            None => inner.in_flight.push((runtime.clone(), 1)),
+        }
     }
 
     fn unclaimed(&self, received: Received<'_>) {
         let waiters = {
             let mut inner = self.inner.borrow_mut();
+            let runtime = received.runtime;
             inner.keep(received);
-            inner.in_flight = inner.in_flight.saturating_sub(1);
+            if let Some(i) = inner
+                .in_flight
+                .iter()
+                .position(|(rt, _)| rt.ptr_eq(runtime))
+            {
+                inner.in_flight[i].1 -= 1;
+                if inner.in_flight[i].1 == 0 {
+                    inner.in_flight.swap_remove(i);
+                }
+            }
             std::mem::take(&mut inner.waiters)
         };
         // Each waiting read looks again: at bytes this brought, or at whether it may submit.
@@ -250,6 +273,7 @@ mod tests {
             room,
             from: None,
             fill: &mut |v| v.extend_from_slice(b),
+            runtime: &Weak::new(),
         });
     }
 
@@ -345,7 +369,7 @@ mod tests {
         done(&s, 2, 4, b"hi");
         let inner = s.inner.borrow();
         assert!(inner.waiters.is_empty(), "the waiting reads were woken");
-        assert_eq!(inner.in_flight, 0);
+        assert!(inner.in_flight.is_empty());
     }
 
     #[test]

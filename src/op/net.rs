@@ -234,6 +234,8 @@ pub(crate) struct Received<'a> {
     pub(crate) from: Option<SockAddr>,
     /// Appends the bytes received to the vector it is given.
     pub(crate) fill: &'a mut dyn FnMut(&mut Vec<u8>),
+    /// The runtime the receive was submitted on (as given to [`RecvSink::abandoned`]).
+    pub(crate) runtime: &'a Weak<RuntimeState>,
 }
 
 /// A receive's link to its socket's [`RecvSink`], and the runtime it was submitted on (only that
@@ -290,6 +292,7 @@ impl Leftovers {
             room,
             from,
             fill: &mut fill,
+            runtime: &self.runtime,
         });
     }
 }

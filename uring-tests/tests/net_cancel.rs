@@ -441,6 +441,31 @@ fn a_read_after_an_abandoned_one_in_flight_keeps_the_order() {
     });
 }
 
+/// A read abandoned on one runtime is only completed when that runtime's loop turns: a read of
+/// the same stream on another runtime must not wait for it (it would wait forever).
+#[test]
+fn a_read_on_another_runtime_does_not_wait_for_one_abandoned_elsewhere() {
+    serial(LIMIT, || {
+        let (a, b) = UnixStream::pair().unwrap();
+        let first = uring::Runtime::new().unwrap();
+        first.block_on(async {
+            let mut read = Box::pin(a.read(zeroed_buf(8)));
+            assert!(poll_once(&mut read).await.is_pending());
+            // Abandoned; `first` will not turn again until it is dropped.
+        });
+        let second = uring::Runtime::new().unwrap();
+        second.block_on(async {
+            b.write_all(b"x".to_vec()).await.0.unwrap();
+            let (res, buf) = timeout(WHOLE, a.read(zeroed_buf(8)))
+                .await
+                .expect("the read waited for a read abandoned on another runtime");
+            assert_eq!(&buf[..res.unwrap()], b"x");
+        });
+        drop(first);
+        drop(second);
+    });
+}
+
 /// Starts a read on `s` and drops it before any data can arrive. Alternates between a plain
 /// read (IORING_OP_RECV) and a vectored one (IORING_OP_RECVMSG).
 async fn abandoned_read(s: &TcpStream, vectored: bool, wait_ms: u64) {

@@ -215,3 +215,95 @@ fn split_halves_reunite() {
         });
     });
 }
+
+/// Every socket type converts from and to its std type; the listener's std form keeps accepting.
+#[test]
+fn listeners_and_udp_sockets_convert_to_std_and_back() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let std_l = l.into_std().unwrap();
+            let client = std::net::TcpStream::connect(addr).unwrap();
+            let (accepted, _) = std_l.accept().unwrap();
+            drop((client, accepted));
+            let l = TcpListener::from_std(std_l).unwrap();
+            let client = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+            let (s, _) = l.accept().await.unwrap();
+            round_trip_pair(&client.await.unwrap(), &s).await;
+
+            let u = uring::net::udp::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let u_addr = u.local_addr().unwrap();
+            let std_u = u.into_std().unwrap();
+            assert_eq!(std_u.local_addr().unwrap(), u_addr);
+            let u = uring::net::UdpSocket::from_std(std_u).unwrap();
+            assert_eq!(u.local_addr().unwrap(), u_addr);
+        });
+    });
+}
+
+/// One spelling for the write shutdown on every handle that writes: `shutdown_write`; the older
+/// ones still work.
+#[test]
+fn shutdown_write_on_streams_and_write_halves() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let (a, b) = tcp_pair().await;
+            a.shutdown_write().await.unwrap();
+            let (res, _) = b.read(Vec::with_capacity(1)).await;
+            assert_eq!(res.unwrap(), 0);
+            // The other way still works after the half-close.
+            b.write_all(b"ok".to_vec()).await.0.unwrap();
+            let (res, got) = a.read_exact(Vec::with_capacity(2)).await;
+            res.unwrap();
+            assert_eq!(got, b"ok");
+
+            let (a, b) = tcp_pair().await;
+            let (ar, aw) = a.into_split();
+            aw.shutdown_write().await.unwrap();
+            let (res, _) = b.read(Vec::with_capacity(1)).await;
+            assert_eq!(res.unwrap(), 0);
+            assert_eq!(ar.peer_addr().unwrap(), b.local_addr().unwrap());
+            assert_eq!(aw.local_addr().unwrap(), b.peer_addr().unwrap());
+            // The old spellings.
+            let (c, d) = tcp_pair().await;
+            c.shutdown(Shutdown::Write).await.unwrap();
+            let (_cr, cw) = d.into_split();
+            cw.shutdown().await.unwrap();
+        });
+    });
+}
+
+/// The generic types serve both families with one piece of code.
+async fn echo_once<F: uring::net::Family, S: uring::net::side::Reads>(
+    r: &uring::net::Stream<F, S>,
+    w: &impl uring::io::AsyncWriteOwned,
+) {
+    let (res, buf) = r.read(Vec::with_capacity(16)).await;
+    res.unwrap();
+    w.write_all(buf).await.0.unwrap();
+}
+
+#[test]
+fn generic_code_over_families_and_sides() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let (a, b) = tcp_pair().await;
+            let (br, bw) = b.into_split();
+            a.write_all(b"tcp".to_vec()).await.0.unwrap();
+            echo_once(&br, &bw).await;
+            let (res, got) = a.read_exact(Vec::with_capacity(3)).await;
+            res.unwrap();
+            assert_eq!(got, b"tcp");
+
+            let (x, y) = uring::net::UnixStream::pair().unwrap();
+            x.write_all(b"unix".to_vec()).await.0.unwrap();
+            echo_once(&y, &y).await;
+            let (res, got) = x.read_exact(Vec::with_capacity(4)).await;
+            res.unwrap();
+            assert_eq!(got, b"unix");
+            let name: uring::net::unix::OwnedReadHalf = y.into_split().0;
+            assert!(format!("{name:?}").contains("unix"));
+        });
+    });
+}

@@ -152,3 +152,47 @@ fn unix_datagram_round_trips() {
         });
     });
 }
+
+/// Unix halves have the addresses TCP halves have; listeners and datagram sockets convert to std
+/// and back.
+#[test]
+fn unix_halves_addresses_and_std_conversions() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let dir = TempDir::new("halves");
+            let path = dir.path("s");
+            let listener = UnixListener::bind(&path).unwrap();
+            let p = path.clone();
+            let client = uring::spawn(async move { UnixStream::connect(&p).await.unwrap() });
+            let (server, _) = listener.accept().await.unwrap();
+            let client = client.await.unwrap();
+            let (r, w) = client.into_split();
+            assert_eq!(r.peer_addr().unwrap().as_pathname(), Some(path.as_path()));
+            assert_eq!(w.peer_addr().unwrap().as_pathname(), Some(path.as_path()));
+            assert!(r.local_addr().unwrap().is_unnamed());
+            assert!(w.local_addr().unwrap().is_unnamed());
+            let client = r.reunite(w).unwrap();
+            let std_c = client.into_std().unwrap();
+            drop((std_c, server));
+
+            let std_l = listener.into_std().unwrap();
+            assert_eq!(
+                std_l.local_addr().unwrap().as_pathname(),
+                Some(path.as_path())
+            );
+            let listener = UnixListener::from_std(std_l).unwrap();
+            assert!(listener.local_addr().is_ok());
+
+            let (x, y) = UnixDatagram::pair().unwrap();
+            let std_x = x.into_std().unwrap();
+            std_x.send(b"std").unwrap();
+            let (res, got) = y.recv(Vec::with_capacity(8)).await;
+            assert_eq!(res.unwrap(), 3);
+            assert_eq!(got, b"std");
+            let x = UnixDatagram::from_std(std_x).unwrap();
+            x.send(b"back".to_vec()).await.0.unwrap();
+            let (res, _) = y.recv(Vec::with_capacity(8)).await;
+            assert_eq!(res.unwrap(), 4);
+        });
+    });
+}
