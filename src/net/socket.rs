@@ -1,5 +1,6 @@
-//! The socket core shared by TCP, UDP and Unix sockets: an fd every op holds a clone of, and the
-//! ring operations on it.
+//! The socket core shared by TCP, UDP and Unix sockets: an fd every op holds a clone of, how
+//! sockets are opened, bound and connected, and the [`Acceptor`] behind `incoming()`. (Reads and
+//! writes are in `conn.rs`, with the stash that makes reads cancel-safe.)
 //!
 //! Sockets stay in blocking mode. io_uring never blocks the loop on them: it tries each operation
 //! without waiting and, if the socket is not ready, parks it on the socket's wait queue inside the
@@ -20,7 +21,7 @@ use std::task::{Context, Poll};
 /// `net.core.somaxconn`).
 pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 
-/// An open socket; closed through the ring when the socket and every op using it are gone.
+/// An open socket; closed (a plain close(2)) when the socket and every op using it are gone.
 #[derive(Debug, Clone)]
 pub(crate) struct Socket {
     fd: SharedFd,

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 /// A connected stream socket: [`TcpStream`](crate::net::TcpStream) (`Stream<Inet>`) or
 /// [`UnixStream`](crate::net::UnixStream) (`Stream<Unix>`), or one of the halves
 /// [`into_split`](Stream::into_split) makes ([`OwnedReadHalf`], [`OwnedWriteHalf`]), whose side
-/// marker `S` says what it may do (see [`side`](crate::net::side)).
+/// marker `S` says what it may do (see [`side`]).
 ///
 /// Every I/O method takes `&self` and an owned buffer, and goes through the ring
 /// (`IORING_OP_RECV`, `SEND`, `RECVMSG`, `SENDMSG`, `SHUTDOWN`). Vectored I/O is
