@@ -41,21 +41,17 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 /// uring::run(async {
 ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 ///     let addr = listener.local_addr().unwrap();
-///     let client = uring::spawn(async move {
-///         let s = TcpStream::connect(addr).await.unwrap();
-///         uring::time::sleep(Duration::from_millis(20)).await;
-///         s.write_all(b"late".to_vec()).await.0.unwrap();
-///         s
-///     });
+///     let client = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
 ///     let (server, _) = listener.accept().await.unwrap();
-///     // Nothing yet: the read is dropped by the timeout...
+///     let client = client.await.unwrap();
+///     // Nothing was sent yet: the timeout drops the read...
 ///     let early = uring::time::timeout(Duration::from_millis(1), server.read(vec![0; 8])).await;
 ///     assert!(early.is_err());
 ///     // ...and the next one gets every byte.
+///     client.write_all(b"late".to_vec()).await.0.unwrap();
 ///     let (res, buf) = server.read_exact(Vec::with_capacity(4)).await;
 ///     res.unwrap();
 ///     assert_eq!(buf, b"late");
-///     drop(client.await.unwrap());
 /// });
 /// ```
 pub struct Stream<F: Family, S: Side = side::Both> {
