@@ -3,13 +3,49 @@
 //! Every operation is a ring op (`IORING_OP_ACCEPT`, `CONNECT`, `SEND`, `RECV`, `SENDMSG`,
 //! `RECVMSG`, `SHUTDOWN`) with owned buffers returned as a [`BufResult`](crate::BufResult).
 //! Sockets stay in blocking mode: the kernel parks an op on the socket until it can complete, so
-//! there is no readiness polling and no `EAGAIN` loop. Dropping a socket closes it through the
-//! ring once no in-flight op holds it, so its fd number is never reused under an op.
+//! there is no readiness polling and no `EAGAIN` loop. Dropping a socket closes it at once
+//! (a plain close(2)) when no in-flight op holds it, else when the last such op completes, so its
+//! fd number is never reused under an op.
 //!
-//! A dropped read or accept future cancels its op (`IORING_OP_ASYNC_CANCEL`). The cancel either
-//! takes effect before the kernel took any bytes (or connection), or arrives too late and the
-//! op completes: bytes such a completed-but-unclaimed read took are lost, and a connection such
-//! an accept took is closed. Reads abandoned while no data is in flight therefore lose nothing.
+//! # Cancel-safe reads
+//!
+//! Dropping a read future never loses or reorders a byte, on a TCP or Unix stream and on either
+//! of its halves. A dropped read cancels its op (`IORING_OP_ASYNC_CANCEL`); if the cancel lost the
+//! race and the read took bytes, they are kept for the socket (in a stash its handles share) and
+//! the next read returns them first, without a syscall, followed by the end of stream or the
+//! error that read got, if any. While a dropped read is still in flight, the next read waits for
+//! it before it submits, so the kernel cannot hand it later bytes first. A read future that is
+//! merely not polled makes nobody wait. On datagram sockets a datagram a dropped `recv` or
+//! `recv_from` took is returned by the next receive. So reads can sit in
+//! [`timeout`](crate::time::timeout) or a `select` and be dropped at any point. (Accepts: a
+//! connection a dropped accept took is closed, not leaked.)
+//!
+//! # One surface for every family
+//!
+//! The socket types are written once, generic over an address [`Family`] ([`Inet`] or [`Unix`]),
+//! which fixes the address type and the std types to convert from and to:
+//!
+//! | generic | [`Inet`] | [`Unix`] |
+//! |---|---|---|
+//! | [`Stream<F>`](Stream) | [`TcpStream`] | [`UnixStream`] |
+//! | [`Listener<F>`](Listener) | [`TcpListener`] | [`UnixListener`] |
+//! | [`Datagram<F>`](Datagram) | [`UdpSocket`] | [`UnixDatagram`] |
+//! | [`OwnedReadHalf<F>`](OwnedReadHalf) | [`tcp::OwnedReadHalf`] | [`unix::OwnedReadHalf`] |
+//! | [`OwnedWriteHalf<F>`](OwnedWriteHalf) | [`tcp::OwnedWriteHalf`] | [`unix::OwnedWriteHalf`] |
+//! | [`Incoming<'a, F>`](Incoming) | [`tcp::Incoming`] | [`unix::Incoming`] |
+//!
+//! The familiar names are aliases of these. A stream's halves are the stream type with another
+//! [`side`] marker (`Stream<F, side::Read>`, `Stream<F, side::Write>`), so each method exists
+//! once for every handle that may use it: reads on the stream and its read half, writes on the
+//! stream and its write half, addresses on all. What only one family has (binding and connecting
+//! by IP address or by path, `TcpListener::from_socket`, `set_nodelay`, `set_broadcast`,
+//! `pair()`, `unbound()`) is in [`tcp`], [`udp`] and [`unix`].
+//!
+//! Spellings: vectored I/O is `readv`/`writev` (as `File::readv_at`); the write side shuts down
+//! with `shutdown_write()`, on every stream, write half and
+//! [`AsyncWriteOwned`](crate::io::AsyncWriteOwned) (the older `shutdown(Shutdown::Write)` on a
+//! stream and `shutdown()` on a write half stay). Every socket type has `from_std` and
+//! `into_std`.
 //!
 //! ```
 //! use uring::net::{TcpListener, TcpStream};
@@ -42,12 +78,23 @@
 //! ```
 
 mod backoff;
+mod conn;
+mod datagram;
+mod family;
+mod listener;
+pub mod side;
 mod socket;
+mod stash;
+mod stream;
 pub mod tcp;
-mod udp;
+pub mod udp;
 pub mod unix;
 
 pub use backoff::{AcceptBackoff, AcceptErrorKind};
+pub use datagram::Datagram;
+pub use family::{Family, Inet, Unix};
+pub use listener::{Incoming, Listener};
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, Stream};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixDatagram, UnixListener, UnixStream};

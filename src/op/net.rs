@@ -5,17 +5,22 @@
 //! (INV-heap), so it stays put when the op's future moves and outlives a dropped future until the
 //! final CQE (the driver keeps the op's data in its slot). Sends pass `MSG_NOSIGNAL`: a peer that
 //! went away gives `EPIPE`, never a `SIGPIPE` that kills the process.
+//!
+//! Receives are in `net/recv.rs`: they hand what they took to a [`RecvSink`] (the socket's stash)
+//! when their future was dropped before it saw the completion, so a dropped read loses no byte.
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::IoBuf;
 use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
-use crate::op::rw::set_init_vectored;
 use crate::op::{cqe_result, MultiOp, Op, OpCode};
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
 use socket2::{SockAddr, SockAddrStorage};
 use std::io;
 use std::os::fd::AsRawFd;
+
+mod recv;
+pub(crate) use recv::{recv, recv_from, recv_vectored, Received, RecvSink};
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;
@@ -51,16 +56,19 @@ impl AddrOut {
 
 struct Accept {
     fd: SharedFd,
-    addr: Box<AddrOut>,
+    /// Where the kernel writes the peer's address; `None`: not asked for.
+    addr: Option<Box<AddrOut>>,
 }
 
-// SAFETY: the address and its length live in `addr`'s box (INV-heap); `fd` is held by `self`
-// (INV-fd).
+// SAFETY: the address and its length live in `addr`'s box (INV-heap), or the SQE carries no
+// pointer; `fd` is held by `self` (INV-fd).
 unsafe impl OpCode for Accept {
     fn create_entry(&mut self) -> squeue::Entry {
-        let addr = &mut *self.addr;
-        let len = &mut addr.len as *mut libc::socklen_t;
-        opcode::Accept::new(types::Fd(self.fd.as_raw_fd()), addr.storage_ptr(), len)
+        let (addr, len) = match self.addr.as_deref_mut() {
+            Some(out) => (out.storage_ptr(), &mut out.len as *mut libc::socklen_t),
+            None => (std::ptr::null_mut(), std::ptr::null_mut()),
+        };
+        opcode::Accept::new(types::Fd(self.fd.as_raw_fd()), addr, len)
             .flags(libc::SOCK_CLOEXEC)
             .build()
     }
@@ -84,17 +92,19 @@ pub(crate) fn close_unclaimed_fd(c: Completion) {
 pub(crate) async fn accept(fd: &SharedFd) -> io::Result<(SharedFd, SockAddr)> {
     let (c, op) = Op::new(Accept {
         fd: fd.clone(),
-        addr: AddrOut::new(),
+        addr: Some(AddrOut::new()),
     })
     .await;
     let new_fd = cqe_result(c)?;
     let new_fd = SharedFd::new(new_fd as i32);
-    Ok((new_fd, op.addr.into_addr()))
+    let addr = op.addr.expect("the accept was given an address buffer");
+    Ok((new_fd, addr.into_addr()))
 }
 
-/// How many connections a multishot accept takes from the kernel before the listener's owner
-/// asks for them. Beyond that the op is stopped and the kernel's listen backlog holds further
-/// connections; the next `incoming().next()` after the queue drained submits it again.
+/// How many connections an `incoming()` stream lets the kernel take before the listener's owner
+/// asks for them: at most this many single-shot accepts are in flight (each takes at most one
+/// connection), and a multishot accept is stopped once this many wait unclaimed. Beyond that
+/// the kernel's listen backlog holds further connections.
 pub(crate) const ACCEPT_QUEUE: usize = 64;
 
 /// A multishot accept (Linux 5.19+): one SQE, one CQE per accepted connection, each carrying
@@ -125,14 +135,15 @@ pub(crate) fn accept_multi(fd: &SharedFd) -> MultiOp<AcceptMulti> {
     MultiOp::new(AcceptMulti { fd: fd.clone() })
 }
 
-/// A single-shot accept as a pollable op, for loops that keep it across polls.
+/// A single-shot accept as a pollable op, for loops that keep it across polls. It takes no peer
+/// address (the caller asks the stream if it wants one).
 pub(crate) struct AcceptOne(Op<Accept>);
 
 impl AcceptOne {
     pub(crate) fn new(fd: &SharedFd) -> AcceptOne {
         AcceptOne(Op::new(Accept {
             fd: fd.clone(),
-            addr: AddrOut::new(),
+            addr: None,
         }))
     }
 
@@ -199,41 +210,6 @@ pub(crate) async fn send<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B>
     })
     .await;
     (cqe_result(c).map(|n| n as usize), op.buf)
-}
-
-struct Recv<B> {
-    fd: SharedFd,
-    buf: B,
-}
-
-// SAFETY: the SQE points into `buf`'s stable memory, `bytes_total()` long (IoBufMut contract,
-// INV-heap), and names `fd`, held by `self` (INV-fd).
-unsafe impl<B: IoBufMut> OpCode for Recv<B> {
-    fn create_entry(&mut self) -> squeue::Entry {
-        let len = self.buf.bytes_total().min(MAX_LEN) as u32;
-        opcode::Recv::new(
-            types::Fd(self.fd.as_raw_fd()),
-            self.buf.stable_mut_ptr(),
-            len,
-        )
-        .build()
-    }
-}
-
-/// Receives into `buf` from its start up to its capacity; 0 means end of stream (or an empty
-/// datagram).
-pub(crate) async fn recv<B: IoBufMut>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
-    let (c, mut op) = Op::new(Recv {
-        fd: fd.clone(),
-        buf,
-    })
-    .await;
-    let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
-        unsafe { op.buf.set_init(n as usize) };
-        n as usize
-    });
-    (res, op.buf)
 }
 
 /// The kernel-visible part of a one-buffer sendmsg/recvmsg: header, address and iovec together
@@ -304,53 +280,6 @@ pub(crate) async fn send_to<B: IoBuf>(
     (cqe_result(c).map(|n| n as usize), op.buf)
 }
 
-struct RecvMsg<B> {
-    fd: SharedFd,
-    buf: B,
-    msg: Box<MsgOne>,
-}
-
-// SAFETY: the msghdr, address and iovec live in `msg`'s box (INV-heap); the iovec points into
-// `buf`'s stable memory, `bytes_total()` long; `fd` is held by `self` (INV-fd).
-unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
-    fn create_entry(&mut self) -> squeue::Entry {
-        let msg = &mut *self.msg;
-        msg.iov = libc::iovec {
-            iov_base: self.buf.stable_mut_ptr() as *mut libc::c_void,
-            iov_len: self.buf.bytes_total(),
-        };
-        opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut msg.hdr).build()
-    }
-}
-
-/// Receives one message into `buf` (from its start up to its capacity) and the sender's address
-/// (recvmsg). A message longer than the buffer is truncated, as with recvfrom.
-pub(crate) async fn recv_from<B: IoBufMut>(
-    fd: &SharedFd,
-    buf: B,
-) -> BufResult<(usize, SockAddr), B> {
-    let mut msg = MsgOne::new();
-    let room = msg.addr.size_of();
-    msg.link(room);
-    let (c, mut op) = Op::new(RecvMsg {
-        fd: fd.clone(),
-        buf,
-        msg,
-    })
-    .await;
-    let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
-        unsafe { op.buf.set_init(n as usize) };
-        let MsgOne { hdr, addr, .. } = *op.msg;
-        let out = AddrOut {
-            storage: addr,
-            len: hdr.msg_namelen,
-        };
-        (n as usize, out.into_addr())
-    });
-    (res, op.buf)
-}
-
 /// The kernel-visible part of a vectored sendmsg/recvmsg on a connected socket.
 struct MsgMany {
     hdr: libc::msghdr,
@@ -403,47 +332,6 @@ pub(crate) async fn send_vectored<B: IoBuf>(
     })
     .await;
     (cqe_result(c).map(|n| n as usize), op.bufs)
-}
-
-struct RecvMsgVectored<B> {
-    fd: SharedFd,
-    bufs: Vec<B>,
-    msg: Box<MsgMany>,
-}
-
-// SAFETY: the msghdr lives in `msg`'s box and its iovec array in the box's Vec (INV-heap); the
-// iovecs point into the buffers' stable memory, each `bytes_total()` long; `fd` is held by `self`
-// (INV-fd).
-unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
-    fn create_entry(&mut self) -> squeue::Entry {
-        opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut self.msg.hdr).build()
-    }
-}
-
-/// Receives into several buffers in order, filling each to its capacity before the next.
-pub(crate) async fn recv_vectored<B: IoBufMut>(
-    fd: &SharedFd,
-    mut bufs: Vec<B>,
-) -> BufResult<usize, Vec<B>> {
-    let iovecs = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.stable_mut_ptr() as *mut libc::c_void,
-            iov_len: b.bytes_total(),
-        })
-        .collect();
-    let (c, mut op) = Op::new(RecvMsgVectored {
-        fd: fd.clone(),
-        bufs,
-        msg: MsgMany::new(iovecs),
-    })
-    .await;
-    let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
-        unsafe { set_init_vectored(&mut op.bufs, n as usize) };
-        n as usize
-    });
-    (res, op.bufs)
 }
 
 struct Shutdown {

@@ -321,3 +321,4 @@ pub fn zeroed_empty(capacity: usize) -> Vec<u8> {
 
 pub mod bench;
 pub mod fuse;
+pub mod net;

@@ -1,0 +1,153 @@
+//! A stream or datagram socket with its stash: the I/O every stream, half and datagram socket
+//! shares. Reads look at the stash first (see `stash.rs`), so what a dropped read took comes
+//! back to the next read, in order.
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::net::socket::Socket;
+use crate::net::stash::{Framing, Stash, Stashed, Taken};
+use crate::op::net as op;
+use crate::op::net::RecvSink;
+use crate::BufResult;
+use socket2::SockAddr;
+use std::future::poll_fn;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+/// A socket that reads (a stream, one of its halves, or a datagram socket) and its stash,
+/// shared by every handle of the socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    socket: Socket,
+    stash: Rc<Stash>,
+}
+
+impl Conn {
+    pub(crate) fn new(socket: Socket, framing: Framing) -> Conn {
+        Conn {
+            socket,
+            stash: Stash::new(framing),
+        }
+    }
+
+    pub(crate) fn socket(&self) -> &Socket {
+        &self.socket
+    }
+
+    fn sink(&self) -> Rc<dyn RecvSink> {
+        self.stash.clone()
+    }
+
+    /// Whether both handles are of the same socket.
+    pub(crate) fn same_as(&self, other: &Conn) -> bool {
+        Rc::ptr_eq(&self.stash, &other.stash)
+    }
+
+    /// Gives the socket's fd to the caller (see [`Socket::into_owned_fd`]).
+    ///
+    /// # Errors
+    ///
+    /// If a dropped read took bytes (or a datagram) no read has taken yet: handing the fd over
+    /// would lose them. Also if the fd had to be duplicated and that failed.
+    pub(crate) fn into_owned_fd(self) -> io::Result<OwnedFd> {
+        if self.stash.holds_data() {
+            return Err(io::Error::other(
+                "a dropped read took data that no read has taken yet: read it before into_std, \
+                 or it would be lost",
+            ));
+        }
+        self.socket.into_owned_fd()
+    }
+
+    /// A stream read into `buf` from its start up to its capacity; 0 at end of stream.
+    pub(crate) async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+        let room = buf.bytes_total();
+        match poll_fn(|cx| self.stash.poll_stream(cx, room)).await {
+            None => op::recv(self.socket.fd(), buf, self.sink()).await,
+            Some(Stashed::Bytes(bytes)) => {
+                let n = fill(std::slice::from_mut(&mut buf), &bytes);
+                (Ok(n), buf)
+            }
+            Some(Stashed::End(res)) => (res, buf),
+        }
+    }
+
+    /// A stream read into several buffers in order, each filled to its capacity first.
+    pub(crate) async fn readv<B: IoBufMut>(&self, mut bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        let room = bufs.iter().map(|b| b.bytes_total()).sum();
+        match poll_fn(|cx| self.stash.poll_stream(cx, room)).await {
+            None => op::recv_vectored(self.socket.fd(), bufs, self.sink()).await,
+            Some(Stashed::Bytes(bytes)) => {
+                let n = fill(&mut bufs, &bytes);
+                (Ok(n), bufs)
+            }
+            Some(Stashed::End(res)) => (res, bufs),
+        }
+    }
+
+    /// Receives one datagram into `buf` (truncated to its capacity).
+    pub(crate) async fn recv<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+        match poll_fn(|cx| self.stash.poll_datagram(cx)).await {
+            None => op::recv(self.socket.fd(), buf, self.sink()).await,
+            Some(Taken::Datagram(data, _)) => {
+                let n = fill(std::slice::from_mut(&mut buf), &data);
+                (Ok(n), buf)
+            }
+            Some(Taken::Error(e)) => (Err(io::Error::from_raw_os_error(-e)), buf),
+        }
+    }
+
+    /// Receives one datagram into `buf` and its sender (`None`: a dropped `recv`, which asks
+    /// for no sender, took it).
+    pub(crate) async fn recv_from<B: IoBufMut>(
+        &self,
+        mut buf: B,
+    ) -> BufResult<(usize, Option<SockAddr>), B> {
+        match poll_fn(|cx| self.stash.poll_datagram(cx)).await {
+            None => {
+                let (res, buf) = op::recv_from(self.socket.fd(), buf, self.sink()).await;
+                (res.map(|(n, from)| (n, Some(from))), buf)
+            }
+            Some(Taken::Datagram(data, from)) => {
+                let n = fill(std::slice::from_mut(&mut buf), &data);
+                (Ok((n, from)), buf)
+            }
+            Some(Taken::Error(e)) => (Err(io::Error::from_raw_os_error(-e)), buf),
+        }
+    }
+
+    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        op::send(self.socket.fd(), buf).await
+    }
+
+    pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        op::send_vectored(self.socket.fd(), bufs).await
+    }
+
+    pub(crate) async fn send_to<B: IoBuf>(&self, buf: B, addr: &SockAddr) -> BufResult<usize, B> {
+        op::send_to(self.socket.fd(), buf, addr).await
+    }
+
+    pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        op::shutdown(self.socket.fd(), how).await
+    }
+}
+
+/// Copies `bytes` into `bufs` in order, each filled to its capacity before the next, and marks
+/// them initialized; returns how many bytes fit.
+fn fill<B: IoBufMut>(bufs: &mut [B], bytes: &[u8]) -> usize {
+    let mut done = 0;
+    for b in bufs {
+        let here = (bytes.len() - done).min(b.bytes_total());
+        // SAFETY: the IoBufMut contract (INV-heap): `stable_mut_ptr()` points to
+        // `bytes_total()` writable bytes, and `here` is at most that; the source is a separate
+        // allocation. Those `here` bytes are then initialized.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), b.stable_mut_ptr(), here);
+            b.set_init(here);
+        }
+        done += here;
+    }
+    done
+}

@@ -1,0 +1,299 @@
+//! [`Stream`]: a connected stream socket of any family, and its halves.
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::io::{AsyncReadOwned, AsyncWriteOwned};
+use crate::net::conn::Conn;
+use crate::net::family::Family;
+use crate::net::side::{self, Reads, Side, Writes};
+use crate::net::socket::Socket;
+use crate::net::stash::Framing;
+use crate::BufResult;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::marker::PhantomData;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+/// A connected stream socket: [`TcpStream`](crate::net::TcpStream) (`Stream<Inet>`) or
+/// [`UnixStream`](crate::net::UnixStream) (`Stream<Unix>`), or one of the halves
+/// [`into_split`](Stream::into_split) makes ([`OwnedReadHalf`], [`OwnedWriteHalf`]), whose side
+/// marker `S` says what it may do (see [`side`]).
+///
+/// Every I/O method takes `&self` and an owned buffer, and goes through the ring
+/// (`IORING_OP_RECV`, `SEND`, `RECVMSG`, `SENDMSG`, `SHUTDOWN`). Vectored I/O is
+/// [`readv`](Stream::readv)/[`writev`](Stream::writev); the write side shuts down with
+/// [`shutdown_write`](Stream::shutdown_write) on every handle that writes.
+///
+/// Cancel-safe reads: dropping a read future never loses or reorders a byte. If the read had
+/// taken bytes when it was dropped (its cancel lost the race), they are kept for the stream and
+/// its halves, and the next read returns them first, without a syscall; an end of stream or an
+/// error that read got follows them. A read started while a dropped one is still in flight
+/// waits for it to finish first. So a read inside [`timeout`](crate::time::timeout) or a
+/// `select` can be dropped at any point. Dropping a write future cancels the write: the bytes it
+/// had sent are sent, and how many is unknown, so a stream whose write was dropped should be
+/// given up. Dropping the stream closes the socket once no operation holds it.
+///
+/// ```
+/// use uring::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+///
+/// uring::run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+///     let addr = listener.local_addr().unwrap();
+///     let client = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+///     let (server, _) = listener.accept().await.unwrap();
+///     let client = client.await.unwrap();
+///     // Nothing was sent yet: the timeout drops the read...
+///     let early = uring::time::timeout(Duration::from_millis(1), server.read(vec![0; 8])).await;
+///     assert!(early.is_err());
+///     // ...and the next one gets every byte.
+///     client.write_all(b"late".to_vec()).await.0.unwrap();
+///     let (res, buf) = server.read_exact(Vec::with_capacity(4)).await;
+///     res.unwrap();
+///     assert_eq!(buf, b"late");
+/// });
+/// ```
+pub struct Stream<F: Family, S: Side = side::Both> {
+    conn: Conn,
+    _kind: PhantomData<fn() -> (F, S)>,
+}
+
+/// The read half of a stream, made by [`Stream::into_split`]: reads, addresses and
+/// [`reunite`](Stream::reunite).
+pub type OwnedReadHalf<F> = Stream<F, side::Read>;
+
+/// The write half of a stream, made by [`Stream::into_split`]: writes, write shutdown and
+/// addresses.
+pub type OwnedWriteHalf<F> = Stream<F, side::Write>;
+
+impl<F: Family, S: Side> Stream<F, S> {
+    fn from_conn(conn: Conn) -> Stream<F, S> {
+        Stream {
+            conn,
+            _kind: PhantomData,
+        }
+    }
+
+    /// The remote address.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` if the connection is gone.
+    pub fn peer_addr(&self) -> io::Result<F::Addr> {
+        F::decode(&self.conn.socket().peer_addr()?)
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// If `getsockname` fails.
+    pub fn local_addr(&self) -> io::Result<F::Addr> {
+        F::decode(&self.conn.socket().local_addr()?)
+    }
+
+    pub(crate) fn socket(&self) -> &Socket {
+        self.conn.socket()
+    }
+}
+
+impl<F: Family> Stream<F> {
+    pub(crate) fn from_socket(socket: Socket) -> Stream<F> {
+        Stream::from_conn(Conn::new(socket, Framing::Stream))
+    }
+
+    /// Takes a connected std stream ([`std::net::TcpStream`], [`std::os::unix::net::UnixStream`]),
+    /// put back into blocking mode if it was not: io_uring waits for blocking sockets without
+    /// blocking the loop.
+    ///
+    /// # Errors
+    ///
+    /// If the mode cannot be changed.
+    pub fn from_std(stream: F::StdStream) -> io::Result<Stream<F>> {
+        Ok(Stream::from_socket(Socket::from_owned(stream.into())?))
+    }
+
+    /// Gives the connection back as a blocking std stream. If a dropped operation's cancel is
+    /// still in flight, the result is a duplicate of the fd.
+    ///
+    /// # Errors
+    ///
+    /// If a dropped read took bytes that no read has taken yet (read them first: the std stream
+    /// would miss them), or if the fd had to be duplicated and that failed (`EMFILE`).
+    pub fn into_std(self) -> io::Result<F::StdStream> {
+        Ok(F::StdStream::from(self.conn.into_owned_fd()?))
+    }
+
+    /// Shuts down the read side, the write side (the peer reads end of stream) or both. For the
+    /// write side alone, [`shutdown_write`](Stream::shutdown_write) is the spelling every
+    /// writing handle has.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` if the connection is gone.
+    pub async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.conn.shutdown(how).await
+    }
+
+    /// Splits the stream into a read half and a write half that can move to two tasks. Both
+    /// hold the socket: it is closed when both halves (and their operations) are gone. Dropping
+    /// the write half does not shut the write side down; call
+    /// [`shutdown_write`](Stream::shutdown_write). What a dropped read took stays with the read
+    /// half.
+    ///
+    /// ```
+    /// use uring::net::{TcpListener, TcpStream};
+    ///
+    /// uring::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let client = uring::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+    ///     let (server, _) = listener.accept().await.unwrap();
+    ///     let client = client.await.unwrap();
+    ///     let (reader, writer) = server.into_split();
+    ///     let echo = uring::spawn(async move {
+    ///         let (res, buf) = reader.read_exact(Vec::with_capacity(3)).await;
+    ///         res.unwrap();
+    ///         buf
+    ///     });
+    ///     client.write_all(b"abc".to_vec()).await.0.unwrap();
+    ///     let buf = echo.await.unwrap();
+    ///     writer.write_all(buf).await.0.unwrap();
+    ///     let (res, buf) = client.read_exact(Vec::with_capacity(3)).await;
+    ///     res.unwrap();
+    ///     assert_eq!(buf, b"abc");
+    /// });
+    /// ```
+    pub fn into_split(self) -> (OwnedReadHalf<F>, OwnedWriteHalf<F>) {
+        (
+            Stream::from_conn(self.conn.clone()),
+            Stream::from_conn(self.conn),
+        )
+    }
+}
+
+impl<F: Family> OwnedReadHalf<F> {
+    /// Puts the halves back together.
+    ///
+    /// # Errors
+    ///
+    /// If the halves come from different streams; they are given back.
+    pub fn reunite(
+        self,
+        write: OwnedWriteHalf<F>,
+    ) -> Result<Stream<F>, (OwnedReadHalf<F>, OwnedWriteHalf<F>)> {
+        if self.conn.same_as(&write.conn) {
+            drop(write);
+            Ok(Stream::from_conn(self.conn))
+        } else {
+            Err((self, write))
+        }
+    }
+}
+
+impl<F: Family> OwnedWriteHalf<F> {
+    /// Shuts down the write side: the peer reads end of stream; the read half keeps reading.
+    /// The same as [`shutdown_write`](Stream::shutdown_write), the spelling every writing
+    /// handle has.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` if the connection is gone.
+    pub async fn shutdown(&self) -> io::Result<()> {
+        self.conn.shutdown(Shutdown::Write).await
+    }
+}
+
+impl<F: Family, S: Reads> Stream<F, S> {
+    /// Reads into `buf` from its start up to its capacity; returns how many bytes arrived, 0 at
+    /// end of stream. Cancel-safe: see [`Stream`].
+    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+        self.conn.read(buf).await
+    }
+
+    /// Reads until `buf` is full (its capacity); [`io::ErrorKind::UnexpectedEof`] if the stream
+    /// ends first (the buffer then holds what did arrive).
+    ///
+    /// Not cancel-safe as a whole: dropped midway, the bytes its earlier reads put in `buf` go
+    /// with the buffer (its read in flight loses nothing). Where it may be dropped, loop over
+    /// [`read`](Stream::read).
+    pub async fn read_exact<B: IoBufMut>(&self, buf: B) -> BufResult<(), B> {
+        crate::io::read_exact(self, buf).await
+    }
+
+    /// Reads into several buffers in order, each filled to its capacity before the next
+    /// (`IORING_OP_RECVMSG`). Cancel-safe like [`read`](Stream::read).
+    pub async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        self.conn.readv(bufs).await
+    }
+}
+
+impl<F: Family, S: Writes> Stream<F, S> {
+    /// Writes the buffer's initialized bytes; returns how many were taken (maybe fewer).
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        self.conn.write(buf).await
+    }
+
+    /// Writes all of the buffer's initialized bytes, looping over short writes;
+    /// [`io::ErrorKind::WriteZero`] if a write takes nothing.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        crate::io::write_all(self, buf).await
+    }
+
+    /// Writes the buffers' initialized bytes in order (`IORING_OP_SENDMSG`); returns how many
+    /// were taken.
+    pub async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
+        self.conn.writev(bufs).await
+    }
+
+    /// Shuts down the write side: the peer reads end of stream once it has read everything
+    /// written before; reading goes on. The canonical spelling (also
+    /// [`AsyncWriteOwned::shutdown_write`]); `shutdown(Shutdown::Write)` on a stream and
+    /// `shutdown()` on a write half do the same.
+    ///
+    /// # Errors
+    ///
+    /// `ENOTCONN` if the connection is gone.
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        self.conn.shutdown(Shutdown::Write).await
+    }
+}
+
+impl<F: Family, S: Side> AsRawFd for Stream<F, S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.conn.socket().as_raw_fd()
+    }
+}
+
+impl<F: Family, S: Side> AsFd for Stream<F, S> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn.socket().as_fd()
+    }
+}
+
+impl<F: Family, S: Side> fmt::Debug for Stream<F, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("family", &F::NAME)
+            .field("side", &<S as side::sealed::Sealed>::NAME)
+            .field("fd", &self.as_raw_fd())
+            .finish()
+    }
+}
+
+impl<F: Family, S: Reads> AsyncReadOwned for Stream<F, S> {
+    fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        self.conn.read(buf)
+    }
+}
+
+impl<F: Family, S: Writes> AsyncWriteOwned for Stream<F, S> {
+    fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        self.conn.write(buf)
+    }
+
+    fn shutdown_write(&self) -> impl Future<Output = io::Result<()>> {
+        self.conn.shutdown(Shutdown::Write)
+    }
+}

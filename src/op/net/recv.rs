@@ -1,0 +1,279 @@
+//! Receives: `IORING_OP_RECV` and `RECVMSG` (one buffer with the sender's address, or several
+//! buffers). Each hands what it took to its socket's [`RecvSink`] (the stash in `net/stash.rs`)
+//! when its future was dropped before it saw the completion, so a dropped read loses no byte.
+
+use super::{AddrOut, MsgMany, MsgOne, MAX_LEN};
+use crate::buf::IoBufMut;
+use crate::driver::slot::Completion;
+use crate::fd::SharedFd;
+use crate::op::rw::set_init_vectored;
+use crate::op::{cqe_result, Op, OpCode};
+use crate::runtime::{context, RuntimeState};
+use crate::BufResult;
+use io_uring::{opcode, squeue, types};
+use socket2::{SockAddr, SockAddrStorage};
+use std::os::fd::AsRawFd;
+use std::rc::{Rc, Weak};
+
+/// Where the completions of an abandoned receive go: the socket's stash (`net/stash.rs`), which
+/// hands what the receive took to the socket's next read, in order.
+pub(crate) trait RecvSink {
+    /// A receive submitted on `runtime` was abandoned while the kernel holds it: its final
+    /// completion will come to [`RecvSink::unclaimed`].
+    fn abandoned(&self, runtime: &Weak<RuntimeState>);
+
+    /// The completion of an abandoned receive. Runs while the driver is borrowed: it must not
+    /// touch the runtime (keeping bytes and waking wakers is fine).
+    fn unclaimed(&self, received: Received<'_>);
+}
+
+/// An abandoned receive's completion, for [`RecvSink::unclaimed`].
+pub(crate) struct Received<'a> {
+    /// Bytes received, or a negated errno.
+    pub(crate) result: i32,
+    /// The capacity of the receive's buffers.
+    pub(crate) room: usize,
+    /// The sender, for a receive that asked for it.
+    pub(crate) from: Option<SockAddr>,
+    /// Appends the bytes received to the vector it is given.
+    pub(crate) fill: &'a mut dyn FnMut(&mut Vec<u8>),
+    /// The runtime the receive was submitted on (as given to [`RecvSink::abandoned`]).
+    pub(crate) runtime: &'a Weak<RuntimeState>,
+}
+
+/// A receive's link to its socket's [`RecvSink`], and the runtime it was submitted on (only that
+/// runtime's loop can complete it; a read waiting for it elsewhere would wait forever).
+struct Leftovers {
+    sink: Rc<dyn RecvSink>,
+    runtime: Weak<RuntimeState>,
+}
+
+impl Leftovers {
+    fn new(sink: Rc<dyn RecvSink>) -> Leftovers {
+        Leftovers {
+            sink,
+            runtime: Weak::new(),
+        }
+    }
+
+    /// Called from `create_entry`, on the runtime that submits the op.
+    fn submitted(&mut self) {
+        if let Some(rt) = context::try_current() {
+            self.runtime = Rc::downgrade(&rt);
+        }
+    }
+
+    /// The op's future was dropped while the kernel holds it.
+    fn abandoned(&self) {
+        self.sink.abandoned(&self.runtime);
+    }
+
+    /// Hands completion `c` of the abandoned receive into `bufs` (and its sender) to the sink.
+    ///
+    /// # Safety
+    ///
+    /// `c` must be a completion of a receive into `bufs`, filled in order, each from its
+    /// `stable_mut_ptr()` to its capacity before the next: a non-negative result counts bytes
+    /// the kernel wrote there.
+    unsafe fn unclaimed<B: IoBufMut>(&self, c: Completion, from: Option<SockAddr>, bufs: &mut [B]) {
+        let room = bufs.iter().map(|b| b.bytes_total()).sum();
+        let mut fill = |out: &mut Vec<u8>| {
+            let mut left = c.result.max(0) as usize;
+            for b in bufs.iter_mut() {
+                let here = left.min(b.bytes_total());
+                // SAFETY: the caller guarantees the kernel wrote these `here` bytes at the start
+                // of this buffer, which the op still owns (INV-slot: its data lives until after
+                // the final CQE) at a stable address (INV-heap).
+                out.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(b.stable_mut_ptr(), here)
+                });
+                left -= here;
+            }
+        };
+        self.sink.unclaimed(Received {
+            result: c.result,
+            room,
+            from,
+            fill: &mut fill,
+            runtime: &self.runtime,
+        });
+    }
+}
+
+struct Recv<B> {
+    fd: SharedFd,
+    buf: B,
+    leftovers: Leftovers,
+}
+
+// SAFETY: the SQE points into `buf`'s stable memory, `bytes_total()` long (IoBufMut contract,
+// INV-heap), and names `fd`, held by `self` (INV-fd).
+unsafe impl<B: IoBufMut> OpCode for Recv<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        self.leftovers.submitted();
+        let len = self.buf.bytes_total().min(MAX_LEN) as u32;
+        opcode::Recv::new(
+            types::Fd(self.fd.as_raw_fd()),
+            self.buf.stable_mut_ptr(),
+            len,
+        )
+        .build()
+    }
+
+    fn abandoned(&mut self) {
+        self.leftovers.abandoned();
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        let buf = std::slice::from_mut(&mut self.buf);
+        // SAFETY: `c` completes this receive into `buf` (INV-slot keeps `buf` until then).
+        unsafe { self.leftovers.unclaimed(c, None, buf) };
+    }
+}
+
+/// Receives into `buf` from its start up to its capacity; 0 means end of stream (or an empty
+/// datagram). If the future is dropped while the kernel holds the receive, what it took goes
+/// to `sink`.
+pub(crate) async fn recv<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: B,
+    sink: Rc<dyn RecvSink>,
+) -> BufResult<usize, B> {
+    let (c, mut op) = Op::new(Recv {
+        fd: fd.clone(),
+        buf,
+        leftovers: Leftovers::new(sink),
+    })
+    .await;
+    let res = cqe_result(c).map(|n| {
+        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        unsafe { op.buf.set_init(n as usize) };
+        n as usize
+    });
+    (res, op.buf)
+}
+
+struct RecvMsg<B> {
+    fd: SharedFd,
+    buf: B,
+    msg: Box<MsgOne>,
+    leftovers: Leftovers,
+}
+
+impl<B> RecvMsg<B> {
+    /// The sender's address the kernel wrote (once the op is done with the header).
+    fn take_sender(&mut self) -> SockAddr {
+        let out = AddrOut {
+            storage: std::mem::replace(&mut self.msg.addr, SockAddrStorage::zeroed()),
+            len: self.msg.hdr.msg_namelen,
+        };
+        out.into_addr()
+    }
+}
+
+// SAFETY: the msghdr, address and iovec live in `msg`'s box (INV-heap); the iovec points into
+// `buf`'s stable memory, `bytes_total()` long; `fd` is held by `self` (INV-fd).
+unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        self.leftovers.submitted();
+        let msg = &mut *self.msg;
+        msg.iov = libc::iovec {
+            iov_base: self.buf.stable_mut_ptr() as *mut libc::c_void,
+            iov_len: self.buf.bytes_total(),
+        };
+        opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut msg.hdr).build()
+    }
+
+    fn abandoned(&mut self) {
+        self.leftovers.abandoned();
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        let from = (c.result >= 0).then(|| self.take_sender());
+        let buf = std::slice::from_mut(&mut self.buf);
+        // SAFETY: `c` completes this receive into `buf` (INV-slot keeps `buf` until then).
+        unsafe { self.leftovers.unclaimed(c, from, buf) };
+    }
+}
+
+/// Receives one message into `buf` (from its start up to its capacity) and the sender's address
+/// (recvmsg). A message longer than the buffer is truncated, as with recvfrom. If the future is
+/// dropped while the kernel holds the receive, the message goes to `sink`.
+pub(crate) async fn recv_from<B: IoBufMut>(
+    fd: &SharedFd,
+    buf: B,
+    sink: Rc<dyn RecvSink>,
+) -> BufResult<(usize, SockAddr), B> {
+    let mut msg = MsgOne::new();
+    let room = msg.addr.size_of();
+    msg.link(room);
+    let (c, mut op) = Op::new(RecvMsg {
+        fd: fd.clone(),
+        buf,
+        msg,
+        leftovers: Leftovers::new(sink),
+    })
+    .await;
+    let res = cqe_result(c).map(|n| {
+        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        unsafe { op.buf.set_init(n as usize) };
+        (n as usize, op.take_sender())
+    });
+    (res, op.buf)
+}
+
+struct RecvMsgVectored<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    msg: Box<MsgMany>,
+    leftovers: Leftovers,
+}
+
+// SAFETY: the msghdr lives in `msg`'s box and its iovec array in the box's Vec (INV-heap); the
+// iovecs point into the buffers' stable memory, each `bytes_total()` long; `fd` is held by `self`
+// (INV-fd).
+unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
+    fn create_entry(&mut self) -> squeue::Entry {
+        self.leftovers.submitted();
+        opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut self.msg.hdr).build()
+    }
+
+    fn abandoned(&mut self) {
+        self.leftovers.abandoned();
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        // SAFETY: `c` completes this receive into `bufs`, filled in order (INV-slot keeps them
+        // until then).
+        unsafe { self.leftovers.unclaimed(c, None, &mut self.bufs) };
+    }
+}
+
+/// Receives into several buffers in order, filling each to its capacity before the next. If the
+/// future is dropped while the kernel holds the receive, what it took goes to `sink`.
+pub(crate) async fn recv_vectored<B: IoBufMut>(
+    fd: &SharedFd,
+    mut bufs: Vec<B>,
+    sink: Rc<dyn RecvSink>,
+) -> BufResult<usize, Vec<B>> {
+    let iovecs = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.stable_mut_ptr() as *mut libc::c_void,
+            iov_len: b.bytes_total(),
+        })
+        .collect();
+    let (c, mut op) = Op::new(RecvMsgVectored {
+        fd: fd.clone(),
+        bufs,
+        msg: MsgMany::new(iovecs),
+        leftovers: Leftovers::new(sink),
+    })
+    .await;
+    let res = cqe_result(c).map(|n| {
+        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
+        unsafe { set_init_vectored(&mut op.bufs, n as usize) };
+        n as usize
+    });
+    (res, op.bufs)
+}
