@@ -86,7 +86,7 @@ impl Socket {
     /// completed yet), the caller gets a duplicate, and this one is closed when that op is done.
     pub(crate) fn into_owned_fd(self) -> io::Result<OwnedFd> {
         match self.fd.try_unwrap() {
-            // SAFETY: `try_unwrap` gave us the only handle to this open fd.
+            // SAFETY: INV-fd: `try_unwrap` gave us the only handle to this open fd.
             Ok(raw) => Ok(unsafe { OwnedFd::from_raw_fd(raw) }),
             Err(shared) => {
                 let fd = SockRef::from(&Socket { fd: shared }).try_clone()?;
@@ -152,7 +152,8 @@ impl AsRawFd for Socket {
 
 impl AsFd for Socket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the fd stays open at least as long as `self`, which holds a `SharedFd` to it.
+        // SAFETY: INV-fd: the fd stays open at least as long as `self`, which holds a `SharedFd` to
+        // it.
         unsafe { BorrowedFd::borrow_raw(self.fd.as_raw_fd()) }
     }
 }

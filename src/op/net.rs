@@ -12,6 +12,7 @@
 use crate::buf::IoBuf;
 use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
+use crate::op::rw::iovecs_to_send;
 use crate::op::{cqe_result, MultiOp, Op, OpCode};
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
@@ -48,8 +49,9 @@ impl AddrOut {
     /// The address the kernel wrote: `len` bytes of `storage`.
     fn into_addr(self) -> SockAddr {
         let len = self.len.min(self.storage.size_of());
-        // SAFETY: the kernel wrote a socket address of family `ss_family` and length `len` into
-        // the zeroed storage (accept4/recvmsg contract); `len` is clamped to the storage's size.
+        // SAFETY: INV-init: the kernel wrote a socket address of family `ss_family` and length
+        // `len` into the zeroed storage (accept4/recvmsg contract); `len` is clamped to the
+        // storage's size.
         unsafe { SockAddr::new(self.storage, len) }
     }
 }
@@ -81,8 +83,8 @@ unsafe impl OpCode for Accept {
 /// Closes the connection in an accept's completion that nobody will take.
 pub(crate) fn close_unclaimed_fd(c: Completion) {
     if c.result >= 0 {
-        // SAFETY: the kernel created this fd for an op whose owner is gone; nothing else knows
-        // its number, so closing it cannot affect anyone else's fd (INV-fd).
+        // SAFETY: INV-fd: the kernel created this fd for an op whose owner is gone; nothing else
+        // knows its number, so closing it cannot affect anyone else's fd (INV-fd).
         unsafe { libc::close(c.result) };
     }
 }
@@ -222,8 +224,8 @@ struct MsgOne {
 
 impl MsgOne {
     fn new() -> Box<MsgOne> {
-        // SAFETY: msghdr and iovec are plain C structs for which all zeroes (null pointers,
-        // zero lengths) is a valid value.
+        // SAFETY: INV-ffi: msghdr and iovec are plain C structs for which all zeroes (null
+        // pointers, zero lengths) is a valid value.
         let (hdr, iov) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
         Box::new(MsgOne {
             hdr,
@@ -288,7 +290,7 @@ struct MsgMany {
 
 impl MsgMany {
     fn new(iovecs: Vec<libc::iovec>) -> Box<MsgMany> {
-        // SAFETY: msghdr is a plain C struct for which all zeroes is a valid value.
+        // SAFETY: INV-ffi: msghdr is a plain C struct for which all zeroes is a valid value.
         let hdr = unsafe { std::mem::zeroed() };
         let mut msg = Box::new(MsgMany { hdr, iovecs });
         msg.hdr.msg_iov = msg.iovecs.as_mut_ptr();
@@ -318,13 +320,7 @@ pub(crate) async fn send_vectored<B: IoBuf>(
     fd: &SharedFd,
     bufs: Vec<B>,
 ) -> BufResult<usize, Vec<B>> {
-    let iovecs = bufs
-        .iter()
-        .map(|b| libc::iovec {
-            iov_base: b.stable_ptr() as *mut libc::c_void,
-            iov_len: b.bytes_init(),
-        })
-        .collect();
+    let iovecs = iovecs_to_send(&bufs);
     let (c, op) = Op::new(SendMsgVectored {
         fd: fd.clone(),
         bufs,

@@ -6,7 +6,7 @@ use super::{AddrOut, MsgMany, MsgOne, MAX_LEN};
 use crate::buf::IoBufMut;
 use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
-use crate::op::rw::set_init_vectored;
+use crate::op::rw::{iovecs_to_fill, set_init_vectored};
 use crate::op::{cqe_result, Op, OpCode};
 use crate::runtime::{context, RuntimeState};
 use crate::BufResult;
@@ -81,9 +81,9 @@ impl Leftovers {
             let mut left = c.result.max(0) as usize;
             for b in bufs.iter_mut() {
                 let here = left.min(b.bytes_total());
-                // SAFETY: the caller guarantees the kernel wrote these `here` bytes at the start
-                // of this buffer, which the op still owns (INV-slot: its data lives until after
-                // the final CQE) at a stable address (INV-heap).
+                // SAFETY: INV-init: the caller guarantees the kernel wrote these `here` bytes at
+                // the start of this buffer, which the op still owns (INV-slot: its data lives until
+                // after the final CQE) at a stable address (INV-heap).
                 out.extend_from_slice(unsafe {
                     std::slice::from_raw_parts(b.stable_mut_ptr(), here)
                 });
@@ -106,8 +106,8 @@ struct Recv<B> {
     leftovers: Leftovers,
 }
 
-// SAFETY: the SQE points into `buf`'s stable memory, `bytes_total()` long (IoBufMut contract,
-// INV-heap), and names `fd`, held by `self` (INV-fd).
+// SAFETY: INV-heap: the SQE points into `buf`'s stable memory, `bytes_total()` long (IoBufMut
+// contract, INV-heap), and names `fd`, held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         self.leftovers.submitted();
@@ -146,7 +146,7 @@ pub(crate) async fn recv<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        // SAFETY: INV-init: the kernel wrote `n` bytes from the start of the buffer.
         unsafe { op.buf.set_init(n as usize) };
         n as usize
     });
@@ -215,7 +215,7 @@ pub(crate) async fn recv_from<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel wrote `n` bytes from the start of the buffer.
+        // SAFETY: INV-init: the kernel wrote `n` bytes from the start of the buffer.
         unsafe { op.buf.set_init(n as usize) };
         (n as usize, op.take_sender())
     });
@@ -256,13 +256,7 @@ pub(crate) async fn recv_vectored<B: IoBufMut>(
     mut bufs: Vec<B>,
     sink: Rc<dyn RecvSink>,
 ) -> BufResult<usize, Vec<B>> {
-    let iovecs = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.stable_mut_ptr() as *mut libc::c_void,
-            iov_len: b.bytes_total(),
-        })
-        .collect();
+    let iovecs = iovecs_to_fill(&mut bufs);
     let (c, mut op) = Op::new(RecvMsgVectored {
         fd: fd.clone(),
         bufs,
@@ -271,7 +265,7 @@ pub(crate) async fn recv_vectored<B: IoBufMut>(
     })
     .await;
     let res = cqe_result(c).map(|n| {
-        // SAFETY: the kernel reported `n` bytes read into these buffers, in order.
+        // SAFETY: INV-init: the kernel reported `n` bytes read into these buffers, in order.
         unsafe { set_init_vectored(&mut op.bufs, n as usize) };
         n as usize
     });
