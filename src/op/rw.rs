@@ -4,6 +4,7 @@
 //! file's current position.
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
 use crate::op::{cqe_result, Op, OpCode};
 use crate::BufResult;
@@ -34,18 +35,29 @@ unsafe impl<B: IoBufMut> OpCode for Read<B> {
 /// Reads into `buf` from its start up to its capacity; the buffer's initialized length then
 /// covers the bytes read.
 pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> BufResult<usize, B> {
-    let (c, mut op) = Op::new(Read {
+    let (c, op) = Op::new(Read {
         fd: fd.clone(),
         buf,
         offset,
     })
     .await;
+    // SAFETY: INV-init: `c` is the completion of this read into `op.buf`, from its start.
+    unsafe { filled(c, op.buf) }
+}
+
+/// A read's completion as its result: `n` bytes read make the buffer's first `n` bytes
+/// initialized.
+///
+/// # Safety
+///
+/// `c` is the completion of a read (or receive) into `buf`, from its start (INV-init).
+pub(crate) unsafe fn filled<B: IoBufMut>(c: Completion, mut buf: B) -> BufResult<usize, B> {
     let res = cqe_result(c).map(|n| {
-        // SAFETY: INV-init: the kernel wrote `n` bytes from the start of the buffer.
-        unsafe { op.buf.set_init(n as usize) };
+        // SAFETY: INV-init: the caller's promise: the kernel wrote `n` bytes from the start.
+        unsafe { buf.set_init(n as usize) };
         n as usize
     });
-    (res, op.buf)
+    (res, buf)
 }
 
 struct Write<B> {

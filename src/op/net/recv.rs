@@ -6,7 +6,7 @@ use super::{AddrOut, MsgMany, MsgOne, MAX_LEN};
 use crate::buf::IoBufMut;
 use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
-use crate::op::rw::{iovecs_to_fill, set_init_vectored};
+use crate::op::rw::{filled, iovecs_to_fill, set_init_vectored};
 use crate::op::{cqe_result, Op, OpCode};
 use crate::runtime::{context, RuntimeState};
 use crate::BufResult;
@@ -139,18 +139,14 @@ pub(crate) async fn recv<B: IoBufMut>(
     buf: B,
     sink: Rc<dyn RecvSink>,
 ) -> BufResult<usize, B> {
-    let (c, mut op) = Op::new(Recv {
+    let (c, op) = Op::new(Recv {
         fd: fd.clone(),
         buf,
         leftovers: Leftovers::new(sink),
     })
     .await;
-    let res = cqe_result(c).map(|n| {
-        // SAFETY: INV-init: the kernel wrote `n` bytes from the start of the buffer.
-        unsafe { op.buf.set_init(n as usize) };
-        n as usize
-    });
-    (res, op.buf)
+    // SAFETY: INV-init: `c` is the completion of this receive into `op.buf`, from its start.
+    unsafe { filled(c, op.buf) }
 }
 
 struct RecvMsg<B> {
