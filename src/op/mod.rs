@@ -45,9 +45,9 @@ pub(crate) unsafe trait OpCode: 'static {
     /// before submission.
     fn create_entry(&mut self) -> squeue::Entry;
 
-    /// The op's future was dropped while the kernel holds the op: from now on its completions
-    /// go to [`OpCode::unclaimed`].
-    fn abandoned(&mut self) {}
+    /// The op's future was dropped while the kernel of `runtime` holds the op: from now on its
+    /// completions go to [`OpCode::unclaimed`].
+    fn abandoned(&mut self, _runtime: &Rc<RuntimeState>) {}
 
     /// A completion nobody will claim: it arrived after the future was dropped, or before and
     /// was never taken. Called once per such completion, in order; the op's data is dropped
@@ -220,7 +220,7 @@ fn abandon<T: OpCode>(stage: &Stage, data: Option<T>) {
     let (Stage::Submitted { state, user_data }, Some(mut data)) = (stage, data) else {
         return;
     };
-    data.abandoned();
+    data.abandoned(state);
     let orphan = Orphan {
         data: Box::new(data),
     };

@@ -8,7 +8,7 @@ use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
 use crate::op::rw::{filled, iovecs_to_fill, set_init_vectored};
 use crate::op::{cqe_result, Op, OpCode};
-use crate::runtime::{context, RuntimeState};
+use crate::runtime::RuntimeState;
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
 use socket2::{SockAddr, SockAddrStorage};
@@ -56,15 +56,10 @@ impl Leftovers {
         }
     }
 
-    /// Called from `create_entry`, on the runtime that submits the op.
-    fn submitted(&mut self) {
-        if let Some(rt) = context::try_current() {
-            self.runtime = Rc::downgrade(&rt);
-        }
-    }
-
-    /// The op's future was dropped while the kernel holds it.
-    fn abandoned(&self) {
+    /// The op's future was dropped while the kernel of `runtime` holds it. (Only then is the
+    /// runtime recorded: the steady path of a read pays nothing for it.)
+    fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
+        self.runtime = Rc::downgrade(runtime);
         self.sink.abandoned(&self.runtime);
     }
 
@@ -110,7 +105,6 @@ struct Recv<B> {
 // contract, INV-heap), and names `fd`, held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     fn create_entry(&mut self) -> squeue::Entry {
-        self.leftovers.submitted();
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
         opcode::Recv::new(
             types::Fd(self.fd.as_raw_fd()),
@@ -120,8 +114,8 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
         .build()
     }
 
-    fn abandoned(&mut self) {
-        self.leftovers.abandoned();
+    fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
+        self.leftovers.abandoned(runtime);
     }
 
     fn unclaimed(&mut self, c: Completion) {
@@ -171,7 +165,6 @@ impl<B> RecvMsg<B> {
 // `buf`'s stable memory, `bytes_total()` long; `fd` is held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
     fn create_entry(&mut self) -> squeue::Entry {
-        self.leftovers.submitted();
         let msg = &mut *self.msg;
         msg.iov = libc::iovec {
             iov_base: self.buf.stable_mut_ptr() as *mut libc::c_void,
@@ -180,8 +173,8 @@ unsafe impl<B: IoBufMut> OpCode for RecvMsg<B> {
         opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut msg.hdr).build()
     }
 
-    fn abandoned(&mut self) {
-        self.leftovers.abandoned();
+    fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
+        self.leftovers.abandoned(runtime);
     }
 
     fn unclaimed(&mut self, c: Completion) {
@@ -230,12 +223,11 @@ struct RecvMsgVectored<B> {
 // (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for RecvMsgVectored<B> {
     fn create_entry(&mut self) -> squeue::Entry {
-        self.leftovers.submitted();
         opcode::RecvMsg::new(types::Fd(self.fd.as_raw_fd()), &mut self.msg.hdr).build()
     }
 
-    fn abandoned(&mut self) {
-        self.leftovers.abandoned();
+    fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
+        self.leftovers.abandoned(runtime);
     }
 
     fn unclaimed(&mut self, c: Completion) {
