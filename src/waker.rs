@@ -10,3 +10,10 @@ pub(crate) fn store(slot: &mut Option<Waker>, cx: &Context<'_>) {
         _ => *slot = Some(cx.waker().clone()),
     }
 }
+
+/// Adds `cx`'s waker to `wakers` unless one there would wake the same task.
+pub(crate) fn store_in(wakers: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+        wakers.push(cx.waker().clone());
+    }
+}

@@ -24,11 +24,9 @@ use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// What an op whose slot was leaked by a shutdown drain completes with.
-const LOST: Completion = Completion {
-    result: -libc::ECANCELED,
-    flags: 0,
-};
+/// How long the shutdown drain's first turn may wait for the kernel, whatever the shutdown
+/// timeout: time for the cancels to be answered, which for most ops is at once.
+const FIRST_DRAIN_WAIT: Duration = Duration::from_millis(20);
 
 struct Entry {
     generation: u32,
@@ -73,8 +71,6 @@ pub(crate) struct Driver {
     /// Set when the eventfd read completed: the runtime then drains its remote queue.
     pub(crate) woken_remotely: bool,
     shut_down: bool,
-    /// The shutdown drain gave up and leaked the data of the ops the kernel still held.
-    drain_gave_up: bool,
     stats: DriverStats,
     fixed: FixedFiles,
 }
@@ -95,12 +91,16 @@ impl Driver {
             wake_armed: false,
             woken_remotely: false,
             shut_down: false,
-            drain_gave_up: false,
             stats: DriverStats::default(),
             fixed,
         };
         driver.arm_wake();
         Ok(driver)
+    }
+
+    /// Whether the runtime shut down: no op is accepted any more.
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down
     }
 
     pub(crate) fn setup(&self) -> RingSetup {
@@ -194,25 +194,25 @@ impl Driver {
         self.backlog.push_back(entry);
     }
 
-    /// The op's slot. `None` only for an op whose slot a shutdown drain gave up on.
-    fn entry_mut(&mut self, user_data: UserData) -> Option<&mut Entry> {
-        let gave_up = self.drain_gave_up;
+    /// The op's slot. Every op in flight has one until it takes its final completion, even
+    /// after a shutdown that gave up on the kernel (INV-ring keeps those slots).
+    fn entry_mut(&mut self, user_data: UserData) -> &mut Entry {
         match self.slots.get_mut(user_data.key()) {
-            Some(e) if e.generation == user_data.generation() => Some(e),
-            _ if gave_up => None,
+            Some(e) if e.generation == user_data.generation() => e,
             _ => unreachable!("op {user_data:?} has no live slot"),
         }
     }
 
     /// Polls a single-shot op for its completion.
+    ///
+    /// An op the kernel still held when a shutdown gave up on it stays pending: it has not
+    /// completed, and its data must stay where the kernel writes it (INV-ring).
     pub(crate) fn poll_op(
         &mut self,
         user_data: UserData,
         cx: &mut Context<'_>,
     ) -> Poll<Completion> {
-        let Some(entry) = self.entry_mut(user_data) else {
-            return Poll::Ready(LOST);
-        };
+        let entry = self.entry_mut(user_data);
         match &mut entry.state {
             State::Completed(c) => {
                 let c = *c;
@@ -234,9 +234,7 @@ impl Driver {
         user_data: UserData,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Completion>> {
-        let Some(entry) = self.entry_mut(user_data) else {
-            return Poll::Ready(None);
-        };
+        let entry = self.entry_mut(user_data);
         match &mut entry.state {
             // The first completion was also the last one (the op ended at once).
             State::Completed(c) => {
@@ -276,11 +274,7 @@ impl Driver {
     /// drop once the driver is no longer borrowed (its drop may release a registered file).
     pub(crate) fn abandon(&mut self, user_data: UserData, orphan: Orphan) -> Option<Orphan> {
         let shut_down = self.shut_down;
-        let Some(entry) = self.entry_mut(user_data) else {
-            // The kernel may still write into this data: leak it rather than free it (INV-ring).
-            std::mem::forget(orphan);
-            return None;
-        };
+        let entry = self.entry_mut(user_data);
         let cancellable = entry.cancellable;
         match entry.state.abandon(orphan) {
             Abandon::Cancel => {
@@ -471,22 +465,32 @@ impl Driver {
         self.shut_down = true;
         let mut wakers = Vec::new();
         let deadline = Instant::now() + limit;
-        while self.kernel_busy() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.give_up_drain(format_args!(
-                    "the kernel did not finish {} in-flight op(s) within the shutdown timeout \
-                     of {limit:?} (an op it cannot cancel, such as a read on a hung network \
-                     filesystem)",
-                    self.slots
-                        .iter()
-                        .filter(|(_, e)| e.state.in_kernel())
-                        .count()
-                ));
-                break;
+        // At least one turn that may wait a little, even with no time left: it submits the
+        // cancels, and most ops answer a cancel at once; only then can the drain give up.
+        let mut first = true;
+        loop {
+            let mut left = deadline.saturating_duration_since(Instant::now());
+            if std::mem::take(&mut first) {
+                left = left.max(FIRST_DRAIN_WAIT);
             }
             if let Err(e) = self.turn(true, Some(left), &mut wakers, orphans) {
                 self.give_up_drain(format_args!("cannot drain the ring ({e})"));
+                break;
+            }
+            if !self.kernel_busy() {
+                break;
+            }
+            if left.is_zero() {
+                let held = self
+                    .slots
+                    .iter()
+                    .filter(|(_, e)| e.state.in_kernel())
+                    .count();
+                self.give_up_drain(format_args!(
+                    "the kernel did not finish {held} in-flight op(s) within the shutdown \
+                     timeout of {limit:?} (an op it cannot cancel, such as a read on a hung \
+                     network filesystem)"
+                ));
                 break;
             }
         }
@@ -495,16 +499,30 @@ impl Driver {
         drop(wakers);
     }
 
-    /// Leaks every slot's data and the wake read's buffer (INV-ring: the kernel may still write
-    /// into them), saying why on stderr. The ring itself can close: the kernel keeps what its
-    /// requests still use.
+    /// Says on stderr that the drain gave up. Nothing is freed: the slots the kernel still
+    /// holds stay as they are (their ops stay pending) and are leaked when the driver drops
+    /// (INV-ring, see `Drop for Driver`). The warning cannot panic (stderr may be a closed pipe).
     fn give_up_drain(&mut self, why: std::fmt::Arguments<'_>) {
-        eprintln!(
+        use std::io::Write;
+        let _ = writeln!(
+            io::stderr(),
             "uring: at runtime shutdown, {why}; leaking their buffers rather than freeing memory \
              the kernel may still write"
         );
-        std::mem::forget(std::mem::take(&mut self.slots));
-        std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
-        self.drain_gave_up = true;
+    }
+}
+
+impl Drop for Driver {
+    /// INV-ring: memory the kernel may still write is never freed. A driver dropped with ops
+    /// still in the kernel (a shutdown drain that gave up, or a panic that unwound through the
+    /// runtime's drop before the drain) leaks their slots and the wake read's buffer; the ring
+    /// itself may close: the kernel keeps what its requests still use.
+    fn drop(&mut self) {
+        if self.slots.iter().any(|(_, e)| e.state.in_kernel()) {
+            std::mem::forget(std::mem::take(&mut self.slots));
+        }
+        if self.wake_armed {
+            std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        }
     }
 }

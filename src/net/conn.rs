@@ -48,13 +48,14 @@ impl Conn {
     ///
     /// # Errors
     ///
-    /// If a dropped read took bytes (or a datagram) no read has taken yet: handing the fd over
-    /// would lose them. Also if the fd had to be duplicated and that failed.
+    /// If a dropped read took bytes (or a datagram) no read has taken yet, or is still in flight
+    /// and may take some: handing the fd over would lose them. Also if the fd had to be
+    /// duplicated and that failed.
     pub(crate) fn into_owned_fd(self) -> io::Result<OwnedFd> {
         if self.stash.holds_data() {
             return Err(io::Error::other(
-                "a dropped read took data that no read has taken yet: read it before into_std, \
-                 or it would be lost",
+                "a dropped read took data that no read has taken yet, or is still in flight: \
+                 read from the socket before into_std, or that data would be lost",
             ));
         }
         self.socket.into_owned_fd()

@@ -103,11 +103,22 @@ impl Stash {
         })
     }
 
-    /// Whether a read on this socket must wait before it submits: an abandoned read is in
-    /// flight on the runtime running now. Registers the waker if so.
-    fn must_wait(inner: &mut Inner, cx: &Context<'_>) -> bool {
+    /// Whether a read on this socket may submit now. While an abandoned read is in flight on
+    /// the runtime running now, it must wait (the waker is registered). While one is in flight
+    /// on another runtime that still runs (one not turning now: runtimes on a thread take
+    /// turns), it may not go ahead either, or it could overtake that read's bytes; it cannot
+    /// wait for a loop that does not turn, so it fails. Reads in flight on a runtime that shut
+    /// down no longer count: their completions will never be reaped.
+    fn gate(inner: &mut Inner, cx: &Context<'_>) -> Gate {
         if inner.in_flight.is_empty() {
-            return false;
+            return Gate::Go;
+        }
+        inner.in_flight.retain(|(rt, _)| {
+            rt.upgrade()
+                .is_some_and(|rt| !rt.driver.try_borrow().is_ok_and(|d| d.is_shut_down()))
+        });
+        if inner.in_flight.is_empty() {
+            return Gate::Go;
         }
         let here = context::with_current(|c| {
             c.is_some_and(|c| {
@@ -118,15 +129,10 @@ impl Stash {
             })
         });
         if !here {
-            // None in flight on the runtime running now (or none runs): waiting for the others
-            // would never end, since their loops do not turn. The read goes ahead (and fails
-            // with ECANCELED if its runtime is gone).
-            return false;
+            return Gate::Elsewhere;
         }
-        if !inner.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            inner.waiters.push(cx.waker().clone());
-        }
-        true
+        crate::waker::store_in(&mut inner.waiters, cx);
+        Gate::Wait
     }
 
     /// For a stream read with room for `room` bytes: what the stash holds for it
@@ -153,10 +159,11 @@ impl Stash {
         if let Some(end) = inner.end.take() {
             return Poll::Ready(Some(Stashed::End(result(end))));
         }
-        if Self::must_wait(inner, cx) {
-            return Poll::Pending;
+        match Self::gate(inner, cx) {
+            Gate::Go => Poll::Ready(None),
+            Gate::Wait => Poll::Pending,
+            Gate::Elsewhere => Poll::Ready(Some(Stashed::End(Err(elsewhere())))),
         }
-        Poll::Ready(None)
     }
 
     /// For a datagram receive: the next receive an abandoned one took (`Ready(Some)`), nothing
@@ -166,17 +173,45 @@ impl Stash {
         if let Some(t) = inner.datagrams.pop_front() {
             return Poll::Ready(Some(t));
         }
-        if Self::must_wait(&mut inner, cx) {
-            return Poll::Pending;
+        match Self::gate(&mut inner, cx) {
+            Gate::Go => Poll::Ready(None),
+            Gate::Wait => Poll::Pending,
+            Gate::Elsewhere => Poll::Ready(Some(Taken::Error(-libc::EBUSY))),
         }
-        Poll::Ready(None)
     }
 
-    /// Whether the stash holds anything no read has taken yet.
+    /// Whether the stash holds anything no read has taken yet, or an abandoned read may still
+    /// bring some (on a runtime that has not shut down).
     pub(crate) fn holds_data(&self) -> bool {
-        let inner = self.inner.borrow();
-        inner.start < inner.bytes.len() || inner.end.is_some() || !inner.datagrams.is_empty()
+        let mut inner = self.inner.borrow_mut();
+        inner.in_flight.retain(|(rt, _)| {
+            rt.upgrade()
+                .is_some_and(|rt| !rt.driver.try_borrow().is_ok_and(|d| d.is_shut_down()))
+        });
+        inner.start < inner.bytes.len()
+            || inner.end.is_some()
+            || !inner.datagrams.is_empty()
+            || !inner.in_flight.is_empty()
     }
+}
+
+/// What a read finds at the stash's gate.
+enum Gate {
+    /// Nothing is in flight that it could overtake: submit.
+    Go,
+    /// An abandoned read is in flight on this runtime: wait for it.
+    Wait,
+    /// An abandoned read is in flight on another runtime that still runs: fail.
+    Elsewhere,
+}
+
+/// The error of a read that would overtake an abandoned read in flight on another runtime.
+fn elsewhere() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ResourceBusy,
+        "a read dropped on another uring runtime of this thread is still in flight on this \
+         socket: read it there (a read here could overtake its bytes)",
+    )
 }
 
 impl Inner {

@@ -314,10 +314,10 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         let waker = unsafe { (*self.join_waker.get()).take() };
         // A detached task's output is dropped here, and a panicking drop is contained like a
         // panicking poll.
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(unclaimed)));
+        contain(catch_unwind(AssertUnwindSafe(move || drop(unclaimed))));
         drop(table_ref);
         if let Some(w) = waker {
-            w.wake();
+            wake_joiner(w);
         }
     }
 
@@ -373,7 +373,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         };
         // SAFETY: INV-task: owner thread, the poll is over, the future is still there. A panic in
         // the drop of a future that already returned its output does not undo the output.
-        let _ = unsafe { self.drop_future() };
+        contain(unsafe { self.drop_future() });
         self.finish(owned, result);
     }
 
@@ -383,7 +383,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         }
         // SAFETY: INV-task: owner thread, the future is not being polled, and it is there (not
         // complete).
-        let _ = unsafe { self.drop_future() };
+        contain(unsafe { self.drop_future() });
         if !self.header.state.is(JOIN_DROPPED) {
             // SAFETY: INV-task; the stage is empty and nothing borrows it.
             unsafe { *self.stage.get() = Stage::Finished(Err(JoinError::cancelled())) };
@@ -392,7 +392,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         // SAFETY: INV-task; owner thread.
         let waker = unsafe { (*self.join_waker.get()).take() };
         if let Some(w) = waker {
-            w.wake();
+            wake_joiner(w);
         }
     }
 
@@ -410,6 +410,21 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         crate::waker::store(unsafe { &mut *self.join_waker.get() }, cx);
         Poll::Pending
     }
+}
+
+/// Ends a caught panic without unwinding again: the payload is leaked, not dropped, since its
+/// own `Drop` could panic. Used where a panic must not escape (the runtime's shutdown, a task's
+/// end), so that no unwind can leave the runtime half shut down.
+fn contain(caught: std::thread::Result<()>) {
+    if let Err(payload) = caught {
+        std::mem::forget(payload);
+    }
+}
+
+/// Wakes a join handle's waker. A waker is foreign code; a panic in it is contained (see
+/// [`contain`]), and the join handle finds the task complete at its next poll anyway.
+fn wake_joiner(waker: Waker) {
+    contain(catch_unwind(AssertUnwindSafe(move || waker.wake())));
 }
 
 /// Creates a task owned by runtime `owner` and scheduled through `S`. Returns the reference to

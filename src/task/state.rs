@@ -54,10 +54,12 @@ impl TaskState {
         !self.scheduled.swap(true, Ordering::AcqRel)
     }
 
-    /// The task is about to be polled: wakes from now on queue it again.
+    /// The task is about to be polled: wakes from now on queue it again. A swap, not a store:
+    /// it acquires what a waker released with its own swap that found the task still scheduled
+    /// (that waker queued nothing, and relies on this poll to see what it wrote before waking).
     #[inline]
     pub(crate) fn unschedule(&self) {
-        self.scheduled.store(false, Ordering::Release);
+        self.scheduled.swap(false, Ordering::AcqRel);
     }
 
     #[inline]
