@@ -34,6 +34,7 @@ pub mod fs;
 pub mod io;
 pub mod net;
 mod op;
+mod pool;
 mod runtime;
 mod task;
 pub mod time;
@@ -41,7 +42,8 @@ mod waker;
 
 pub use buf::BufResult;
 pub use driver::{DriverStats, RingSetup};
-pub use runtime::{run, spawn, yield_now, Builder, Runtime};
+pub use pool::{Pool, PoolBuilder, Worker};
+pub use runtime::{run, spawn, spawner, yield_now, Builder, Runtime, Spawner};
 pub use task::{JoinError, JoinHandle};
 
 /// The guide's examples, compiled and run as doc tests.

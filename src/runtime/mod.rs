@@ -54,12 +54,15 @@ impl RuntimeState {
         self.run_queue.run_ready(&self.owned)
     }
 
-    /// Drops every task's future, including those spawned by futures being dropped.
+    /// Drops every task's future, including those spawned by futures being dropped and those
+    /// other threads spawned on this runtime.
     fn shut_down_tasks(&self) {
-        // Tasks that never returned Pending are not in the owned table yet: they are queued.
+        // Tasks that never returned Pending are not in the owned table yet: they are queued,
+        // locally or (spawned or woken from elsewhere) in the remote queue.
         loop {
             let mut tasks = self.owned.drain();
             tasks.extend(self.run_queue.drain());
+            tasks.extend(self.remote.take_pending().unwrap_or_default());
             if tasks.is_empty() {
                 break;
             }
@@ -247,6 +250,98 @@ impl Runtime {
     pub fn spawn<F: Future + 'static>(&self, fut: F) -> JoinHandle<F::Output> {
         self.state.spawn(fut)
     }
+
+    /// A [`Spawner`] for this runtime: any thread can start tasks on it.
+    pub fn spawner(&self) -> Spawner {
+        self.state.spawner()
+    }
+}
+
+impl RuntimeState {
+    fn spawner(&self) -> Spawner {
+        Spawner {
+            owner: self.id,
+            remote: self.remote.clone(),
+        }
+    }
+}
+
+/// Starts tasks on one runtime from any thread: asyncio's `run_coroutine_threadsafe`. `Send`,
+/// `Sync` and cheap to clone; made by [`spawner()`] (the current runtime),
+/// [`Runtime::spawner`] or `Pool::spawner`.
+///
+/// ```
+/// let rt = uring::Runtime::new().unwrap();
+/// let spawner = rt.spawner();
+/// // A plain thread hands work to the loop; the closure runs there and builds the future
+/// // there, so the future need not be `Send` (this one holds an `Rc`).
+/// let handle = std::thread::spawn(move || {
+///     spawner.spawn(|| async {
+///         let here = std::rc::Rc::new(20);
+///         *here + 1
+///     })
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(rt.block_on(handle).unwrap(), 21);
+/// ```
+#[derive(Clone)]
+pub struct Spawner {
+    owner: u16,
+    remote: Arc<Remote>,
+}
+
+impl Spawner {
+    /// Sends `f` to the runtime, which calls it on its own thread and runs the future it builds
+    /// as a task. The returned handle can be awaited from any runtime, or dropped to detach the
+    /// task. If the runtime is gone (or shuts down before it gets to the task), the handle gives
+    /// a cancelled [`JoinError`](crate::JoinError).
+    pub fn spawn<F, Fut>(&self, f: F) -> JoinHandle<Fut::Output>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let (queued, join) = task::spawn_elsewhere::<F, Fut, Scheduler>(self.owner, f);
+        if let Err(task) = self.remote.push_new(queued) {
+            // SAFETY: INV-task: the task never reached its runtime, so it never ran: its stage
+            // holds only the `Send` closure.
+            unsafe { task.cancel_unstarted() };
+        }
+        join
+    }
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner")
+            .field("runtime", &self.owner)
+            .finish()
+    }
+}
+
+/// A [`Spawner`] for the current thread's runtime, to hand to other threads.
+///
+/// # Panics
+///
+/// Outside a runtime.
+///
+/// ```
+/// uring::run(async {
+///     let spawner = uring::spawner();
+///     let t = std::thread::spawn(move || spawner.spawn(|| async { 7 }));
+///     let handle = t.join().unwrap();
+///     assert_eq!(handle.await.unwrap(), 7);
+/// });
+/// ```
+pub fn spawner() -> Spawner {
+    context::with_current(|s| match s {
+        Some(s) => s.spawner(),
+        None => panic!(
+            "uring::spawner must be called from within a uring runtime \
+             (inside uring::run or Runtime::block_on)"
+        ),
+    })
 }
 
 impl Drop for Runtime {
@@ -265,7 +360,11 @@ impl Drop for Runtime {
         drop(orphans);
         // The id is free for the next runtime from here on (see the task header's `owner`).
         remote::unregister(self.state.id);
-        drop(self.state.remote.close());
+        // Tasks other threads spawned here since the tasks were shut down never ran: cancel
+        // them (on this thread, their owner's). Stale wakes find their task complete.
+        for task in self.state.remote.close() {
+            task.shut_down();
+        }
     }
 }
 

@@ -70,6 +70,21 @@ impl Remote {
         self.notify();
     }
 
+    /// Queues a task spawned on this runtime from another thread and wakes the loop; gives the
+    /// task back if the runtime is gone (it never ran: the caller cancels it).
+    pub(crate) fn push_new(&self, task: TaskRef) -> Result<(), TaskRef> {
+        {
+            let mut q = lock(&self.queue);
+            if self.closed.load(Ordering::Acquire) {
+                return Err(task);
+            }
+            q.push(task);
+        }
+        self.pending.store(true, Ordering::Release);
+        self.notify();
+        Ok(())
+    }
+
     /// Wakes the loop if it is (or is about to be) blocked in `io_uring_enter`: the eventfd write
     /// completes the read the loop keeps armed on its ring.
     pub(crate) fn notify(&self) {

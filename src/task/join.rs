@@ -7,17 +7,19 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
-/// Ties a `JoinHandle` to its output type, and keeps it `!Send` (a task belongs to its thread).
-type OutputMarker<T> = PhantomData<(fn() -> T, Rc<()>)>;
+/// Ties a `JoinHandle` to its output type.
+type OutputMarker<T> = PhantomData<fn() -> T>;
 
 /// An owned permission to await a spawned task's output.
 ///
 /// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked or was aborted.
-/// Dropping it detaches the task, which keeps running. It is not `Send`: a task belongs to the
-/// runtime thread that spawned it.
+/// Dropping it detaches the task, which keeps running.
+///
+/// The task runs on the runtime that spawned it, but its handle is `Send` and `Sync` when its
+/// output is `Send`: it can be awaited from a task on another thread's runtime, and `abort`
+/// works from any thread. Only the output crosses threads, never the future.
 ///
 /// ```
 /// uring::run(async {
@@ -52,6 +54,15 @@ impl<T> JoinHandle<T> {
         self.task.header().state.is(COMPLETE)
     }
 }
+
+// SAFETY: INV-task: a join handle touches only the task's atomics, its join waker cell (under the
+// JOIN_WAKER protocol of `task/state.rs`) and, once COMPLETE hands it over, the output, which is
+// `Send` here. The future stays on its owner's thread; abort and detach are atomic flag changes
+// plus, for abort, a wake through the owner's scheduler, which any thread may do.
+unsafe impl<T: Send> Send for JoinHandle<T> {}
+// SAFETY: INV-task: through `&JoinHandle` only `abort` and `is_finished` are reachable, both
+// atomic operations on the task's flags.
+unsafe impl<T: Send> Sync for JoinHandle<T> {}
 
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;

@@ -12,4 +12,4 @@ mod state;
 
 pub use join::{JoinError, JoinHandle};
 pub(crate) use owned::OwnedTasks;
-pub(crate) use raw::{spawn, Schedule, TaskRef};
+pub(crate) use raw::{spawn, spawn_elsewhere, Schedule, TaskRef};

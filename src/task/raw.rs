@@ -13,7 +13,7 @@
 
 use crate::task::join::{JoinError, JoinHandle};
 use crate::task::owned::OwnedTasks;
-use crate::task::state::{TaskState, CANCELLED, COMPLETE, JOIN_DROPPED, OWNED};
+use crate::task::state::{TaskState, CANCELLED, COMPLETE, JOIN_DROPPED, JOIN_WAKER, OWNED};
 use std::cell::UnsafeCell;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -71,9 +71,23 @@ impl TaskRef {
     }
 
     pub(super) fn detach(&self) {
-        // SAFETY: the vtable is the task's own; `self` holds a count. Join handles are `!Send`,
-        // so this runs on the owner thread (INV-task).
+        // SAFETY: INV-vtable: the vtable is the task's own; `self` holds a count. Any thread: a
+        // detach is a flag change, and drops the output only where COMPLETE handed it over.
         unsafe { (self.header().vtable.detach)(self.0) }
+    }
+
+    /// Cancels a task made by [`spawn_elsewhere`] that never reached its owner (the owner shut
+    /// down first): completes it as cancelled, dropping the closure that would have built its
+    /// future, on the calling thread.
+    ///
+    /// # Safety
+    ///
+    /// The task was made by `spawn_elsewhere` and has never run: its stage holds only the
+    /// `Send` closure, which may be dropped on any thread.
+    pub(crate) unsafe fn cancel_unstarted(self) {
+        // SAFETY: INV-task: the caller's promise: no future exists yet, so `shut_down` drops
+        // only the closure, which is `Send`; it completes the task and wakes the join handle.
+        unsafe { (self.header().vtable.shut_down)(self.0) }
     }
 
     /// Writes `Poll<Result<Output, JoinError>>` to `out`.
@@ -239,11 +253,11 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         // SAFETY: INV-vtable: reached through this type's vtable; the caller's JoinHandle holds a
         // count.
         let this = unsafe { Self::from_header(ptr) };
-        this.header.state.set(JOIN_DROPPED);
-        if this.header.state.is(COMPLETE) {
-            // SAFETY: INV-task: owner thread (JoinHandle is !Send); the task is complete, so
-            // nothing else touches the stage. The output is not pinned; dropping it in place
-            // is simply the cheapest way.
+        let before = this.header.state.set(JOIN_DROPPED);
+        if before & COMPLETE != 0 {
+            // SAFETY: INV-task: COMPLETE (acquired by the RMW above) handed the stage to this
+            // join handle, which is going away: it drops the output, on its own thread (the
+            // output is `Send` whenever the handle could leave the owner's thread).
             unsafe { *this.stage.get() = Stage::Consumed };
         }
     }
@@ -299,25 +313,33 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
 
     /// Records the result of a task whose future is gone and wakes its joiner. Owner thread.
     fn finish(&self, owned: &OwnedTasks, result: Result<F::Output, JoinError>) {
-        let detached = self.header.state.is(JOIN_DROPPED);
-        let unclaimed = if detached {
-            Some(result)
-        } else {
-            // SAFETY: INV-task; the future is gone (the stage is `Consumed`), nothing borrows it.
-            unsafe { *self.stage.get() = Stage::Finished(result) };
-            None
-        };
-        self.header.state.set(COMPLETE);
         // The caller's TaskRef keeps the task alive after the table's count is released.
         let table_ref = owned.remove(&self.header);
-        // SAFETY: INV-task; `join_waker` is only touched on this thread, never across a poll.
-        let waker = unsafe { (*self.join_waker.get()).take() };
-        // A detached task's output is dropped here, and a panicking drop is contained like a
-        // panicking poll.
-        contain(catch_unwind(AssertUnwindSafe(move || drop(unclaimed))));
+        self.complete(result);
         drop(table_ref);
-        if let Some(w) = waker {
-            wake_joiner(w);
+    }
+
+    /// Stores the result, sets `COMPLETE`, and then either drops the result (the join handle is
+    /// gone) or wakes the join handle. Owner thread, the future gone (the stage `Consumed`).
+    fn complete(&self, result: Result<F::Output, JoinError>) {
+        // SAFETY: INV-task: owner thread; the future is gone and COMPLETE is not set, so the
+        // stage is the owner's and nothing borrows it.
+        unsafe { *self.stage.get() = Stage::Finished(result) };
+        let before = self.header.state.set(COMPLETE);
+        if before & JOIN_DROPPED != 0 {
+            // The join handle went away before COMPLETE: nobody else will drop the output. A
+            // panicking drop is contained like a panicking poll.
+            // SAFETY: INV-task: the join handle is gone, so the stage is still the owner's.
+            let out = unsafe { std::ptr::replace(self.stage.get(), Stage::Consumed) };
+            contain(catch_unwind(AssertUnwindSafe(move || drop(out))));
+        } else if before & JOIN_WAKER != 0 {
+            // SAFETY: INV-task: JOIN_WAKER was set before COMPLETE, so the cell holds the join
+            // handle's waker, which the handle no longer changes (its CAS fails once COMPLETE is
+            // set) and only reads: a shared borrow to wake it by reference is sound.
+            let waker = unsafe { &*self.join_waker.get() };
+            if let Some(w) = waker {
+                contain(catch_unwind(AssertUnwindSafe(|| w.wake_by_ref())));
+            }
         }
     }
 
@@ -384,31 +406,48 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         // SAFETY: INV-task: owner thread, the future is not being polled, and it is there (not
         // complete).
         contain(unsafe { self.drop_future() });
-        if !self.header.state.is(JOIN_DROPPED) {
-            // SAFETY: INV-task; the stage is empty and nothing borrows it.
-            unsafe { *self.stage.get() = Stage::Finished(Err(JoinError::cancelled())) };
-        }
-        self.header.state.set(COMPLETE);
-        // SAFETY: INV-task; owner thread.
-        let waker = unsafe { (*self.join_waker.get()).take() };
-        if let Some(w) = waker {
-            wake_joiner(w);
-        }
+        self.complete(Err(JoinError::cancelled()));
     }
 
+    /// The join handle's poll, from any thread (the handle is `Send` when the output is).
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
-        if self.header.state.is(COMPLETE) {
-            // SAFETY: INV-task; the task is complete, so nothing else touches the stage.
-            let stage = unsafe { &mut *self.stage.get() };
-            match std::mem::replace(stage, Stage::Consumed) {
-                Stage::Finished(r) => return Poll::Ready(r),
-                _ => panic!("JoinHandle polled after it returned its result"),
+        let state = &self.header.state;
+        if state.is(COMPLETE) {
+            return Poll::Ready(self.take_output());
+        }
+        let cell = self.join_waker.get();
+        if state.is(JOIN_WAKER) {
+            // SAFETY: INV-task: with JOIN_WAKER set the owner only reads the cell (to wake it by
+            // reference), so reading it here too is sound.
+            let same = unsafe { &*cell }
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()));
+            if same {
+                return Poll::Pending;
+            }
+            // Take the cell back to change the waker, unless the task completed meanwhile.
+            if !state.clear_unless_complete(JOIN_WAKER) {
+                return Poll::Ready(self.take_output());
             }
         }
-        // SAFETY: INV-task; the join waker is only touched on this thread, never while the task
-        // itself is in `finish` (which is not re-entrant with this poll).
-        crate::waker::store(unsafe { &mut *self.join_waker.get() }, cx);
+        // SAFETY: INV-task: JOIN_WAKER is clear, so the cell is the join handle's alone.
+        unsafe { *cell = Some(cx.waker().clone()) };
+        if !state.set_unless_complete(JOIN_WAKER) {
+            // Completed before the owner could see the waker: nobody will wake it.
+            return Poll::Ready(self.take_output());
+        }
         Poll::Pending
+    }
+
+    /// Takes the output of a complete task. Join handle only, once.
+    fn take_output(&self) -> Result<F::Output, JoinError> {
+        // SAFETY: INV-task: COMPLETE (acquired by the caller's load or failed CAS) handed the
+        // stage to the join handle, the only caller; the owner no longer touches it.
+        let stage = unsafe { &mut *self.stage.get() };
+        match std::mem::replace(stage, Stage::Consumed) {
+            Stage::Finished(r) => r,
+            _ => panic!("JoinHandle polled after it returned its result"),
+        }
     }
 }
 
@@ -419,12 +458,6 @@ fn contain(caught: std::thread::Result<()>) {
     if let Err(payload) = caught {
         std::mem::forget(payload);
     }
-}
-
-/// Wakes a join handle's waker. A waker is foreign code; a panic in it is contained (see
-/// [`contain`]), and the join handle finds the task complete at its next poll anyway.
-fn wake_joiner(waker: Waker) {
-    contain(catch_unwind(AssertUnwindSafe(move || waker.wake())));
 }
 
 /// Creates a task owned by runtime `owner` and scheduled through `S`. Returns the reference to
@@ -447,6 +480,54 @@ where
     });
     let queued = Task::into_task_ref(task.clone());
     (queued, JoinHandle::new(Task::into_task_ref(task)))
+}
+
+/// A future built, on its first poll, by a closure: the future of a task spawned from another
+/// thread. The closure is `Send` and crosses threads; the future it builds need not be, and
+/// exists only on the owner's thread (INV-task).
+enum BuiltThere<C, Fut> {
+    Closure(Option<C>),
+    Future(Fut),
+}
+
+impl<C, Fut> Future for BuiltThere<C, Fut>
+where
+    C: FnOnce() -> Fut,
+    Fut: Future,
+{
+    type Output = Fut::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fut::Output> {
+        // SAFETY: INV-pin: the closure is never pinned (it is moved out of its `Option`, not out
+        // of the pinned value), and the future is only reached through a pinned reference.
+        let this = unsafe { self.as_mut().get_unchecked_mut() };
+        if let BuiltThere::Closure(c) = this {
+            let build = c.take().expect("a task's closure is taken once");
+            // `Pin::set` drops the old value in place and writes the new one where it lies.
+            self.as_mut().set(BuiltThere::Future(build()));
+        }
+        // SAFETY: INV-pin: the future stays where it was written inside the pinned value; it is
+        // only ever reached through this pinned reference.
+        let this = unsafe { self.get_unchecked_mut() };
+        match this {
+            // SAFETY: INV-pin: as above, the future does not move.
+            BuiltThere::Future(f) => unsafe { Pin::new_unchecked(f) }.poll(cx),
+            BuiltThere::Closure(_) => unreachable!("the future was just built"),
+        }
+    }
+}
+
+/// Creates, on any thread, a task owned by runtime `owner` whose future `build` makes on its
+/// first poll there. Returns the reference to queue on the owner (through its remote queue) and
+/// the join handle. If the owner turns out to be gone, cancel the task with
+/// [`TaskRef::cancel_unstarted`].
+pub(crate) fn spawn_elsewhere<C, Fut, S>(owner: u16, build: C) -> (TaskRef, JoinHandle<Fut::Output>)
+where
+    C: FnOnce() -> Fut + Send + 'static,
+    Fut: Future + 'static,
+    S: Schedule,
+{
+    spawn::<_, S>(owner, BuiltThere::Closure(Some(build)))
 }
 
 #[cfg(test)]

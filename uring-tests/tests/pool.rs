@@ -1,0 +1,370 @@
+//! Every core: `Pool` workers, cross-thread spawns and joins, `Spawner`, wakers crossing threads.
+//!
+//! Each test builds its own pool (or runtimes) under a watchdog; no time bounds beyond generous
+//! limits.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uring::net::{TcpListener, TcpStream};
+use uring::{Pool, Runtime};
+use uring_tests::{open_fds, watchdog};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn pool(n: usize) -> Pool {
+    Pool::builder().threads(n).build().expect("start the pool")
+}
+
+#[test]
+fn run_each_runs_one_future_per_worker_in_order() {
+    watchdog(LIMIT, || {
+        let p = pool(3);
+        assert_eq!(p.threads(), 3);
+        let got = p.run_each(|w| async move {
+            // A !Send future: built and run on its worker.
+            let rc = std::rc::Rc::new(w.index() * 10);
+            uring::yield_now().await;
+            (
+                *rc,
+                w.count(),
+                std::thread::current().name().map(str::to_owned),
+            )
+        });
+        let idx: Vec<usize> = got.iter().map(|g| g.0).collect();
+        assert_eq!(idx, [0, 10, 20]);
+        assert!(got.iter().all(|g| g.1 == 3));
+        let names: std::collections::HashSet<_> = got.iter().map(|g| g.2.clone()).collect();
+        assert_eq!(names.len(), 3, "three different threads: {names:?}");
+    });
+}
+
+#[test]
+fn a_panic_in_one_worker_is_raised_after_the_others_finish() {
+    watchdog(LIMIT, || {
+        let p = pool(2);
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = finished.clone();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.run_each(move |w| {
+                let f = f.clone();
+                async move {
+                    if w.index() == 0 {
+                        panic!("worker zero fails");
+                    }
+                    uring::time::sleep(Duration::from_millis(50)).await;
+                    f.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        }));
+        let msg = caught
+            .unwrap_err()
+            .downcast::<&str>()
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        assert_eq!(msg, "worker zero fails");
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the other worker finished first"
+        );
+        // The pool still works.
+        assert_eq!(p.run_each(|w| async move { w.index() }), [0, 1]);
+    });
+}
+
+#[test]
+fn hundred_thousand_spawns_from_a_plain_thread_are_all_joined() {
+    watchdog(LIMIT, || {
+        let p = pool(2);
+        let n = uring_tests::scaled(100_000);
+        let handles: Vec<_> = (0..n)
+            .map(|i| p.spawn(move || async move { i * 2 }))
+            .collect();
+        // Joined from this thread's own runtime.
+        let sum = uring::run(async move {
+            let mut sum = 0usize;
+            for h in handles {
+                sum += h.await.unwrap();
+            }
+            sum
+        });
+        assert_eq!(sum, n * (n - 1));
+    });
+}
+
+#[test]
+fn hundred_thousand_spawns_from_a_worker_to_the_others() {
+    watchdog(LIMIT, || {
+        let p = pool(3);
+        let spawners: Vec<_> = (0..3).map(|i| p.spawner(i)).collect();
+        let n = uring_tests::scaled(100_000);
+        let total = p.spawn_on(0, move || async move {
+            let mut handles = Vec::with_capacity(n);
+            for i in 0..n {
+                let target = &spawners[1 + i % 2];
+                handles.push(target.spawn(move || async move {
+                    (i, std::thread::current().name().map(str::to_owned))
+                }));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut sum = 0;
+            for h in handles {
+                let (i, name) = h.await.unwrap();
+                sum += i;
+                seen.insert(name);
+            }
+            (sum, seen)
+        });
+        let (sum, seen) = uring::run(total).unwrap();
+        assert_eq!(sum, n * (n - 1) / 2);
+        assert_eq!(seen.len(), 2, "both other workers ran some: {seen:?}");
+        assert!(!seen.contains(&Some("uring-worker-0".to_string())));
+    });
+}
+
+#[test]
+fn a_join_handle_is_awaited_on_another_worker_and_aborted_from_another_thread() {
+    watchdog(LIMIT, || {
+        let p = pool(2);
+        let slow = p.spawn_on(0, || async {
+            uring::time::sleep(Duration::from_millis(20)).await;
+            "done on worker 0"
+        });
+        let got = uring::run(p.spawn_on(1, move || async move { slow.await.unwrap() }));
+        assert_eq!(got.unwrap(), "done on worker 0");
+
+        let forever = p.spawn_on(0, || async {
+            std::future::pending::<()>().await;
+        });
+        let forever = Arc::new(Mutex::new(Some(forever)));
+        let f = forever.clone();
+        std::thread::spawn(move || f.lock().unwrap().as_ref().unwrap().abort())
+            .join()
+            .unwrap();
+        let h = forever.lock().unwrap().take().unwrap();
+        let err = uring::run(h).unwrap_err();
+        assert!(err.is_cancelled());
+    });
+}
+
+/// Counts drops, to show an output is dropped exactly once wherever its handle goes.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn outputs_are_dropped_once_when_handles_are_dropped_on_other_threads() {
+    watchdog(LIMIT, || {
+        let p = pool(2);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let n = 2000;
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let d = drops.clone();
+            handles.push(p.spawn(move || async move {
+                if i % 2 == 0 {
+                    uring::yield_now().await;
+                }
+                Counted(d)
+            }));
+        }
+        // Dropped on another thread, racing with the tasks finishing.
+        std::thread::spawn(move || drop(handles)).join().unwrap();
+        let start = std::time::Instant::now();
+        while drops.load(Ordering::SeqCst) < n {
+            assert!(start.elapsed() < Duration::from_secs(60), "outputs leaked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(p);
+        assert_eq!(drops.load(Ordering::SeqCst), n, "each output dropped once");
+    });
+}
+
+#[test]
+fn tokio_channels_between_workers_lose_no_message() {
+    watchdog(LIMIT, || {
+        let p = pool(2);
+        let n: u64 = uring_tests::scaled(1_000_000) as u64;
+        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(1024);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<u64>();
+        let consumer = p.spawn_on(1, move || async move {
+            let mut rx = rx;
+            let mut sum = 0u64;
+            let mut count = 0u64;
+            while let Some(v) = rx.recv().await {
+                sum += v;
+                count += 1;
+            }
+            done_tx.send(count).unwrap();
+            sum
+        });
+        let producer = p.spawn_on(0, move || async move {
+            for i in 0..n {
+                tx.send(i).await.unwrap();
+            }
+            drop(tx);
+            done_rx.await.unwrap()
+        });
+        let (count, sum) =
+            uring::run(async move { (producer.await.unwrap(), consumer.await.unwrap()) });
+        assert_eq!(count, n);
+        assert_eq!(sum, n * (n - 1) / 2);
+    });
+}
+
+#[test]
+fn four_workers_on_one_reuseport_port_serve_two_thousand_connections() {
+    watchdog(LIMIT, || {
+        let p = pool(4);
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // The first listener picks the port; the others share it.
+        let first = reuseport_listener(addr);
+        let port = first.local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut listeners = vec![Some(first)];
+        for _ in 1..4 {
+            listeners.push(Some(reuseport_listener(addr)));
+        }
+        let listeners = Arc::new(Mutex::new(listeners));
+        let served = Arc::new(Mutex::new(vec![0usize; 4]));
+        let total = Arc::new(AtomicUsize::new(0));
+        const N: usize = 2000;
+        let servers: Vec<_> = (0..4)
+            .map(|i| {
+                let (listeners, served, total) = (listeners.clone(), served.clone(), total.clone());
+                p.spawn_on(i, move || async move {
+                    let l = listeners.lock().unwrap()[i].take().unwrap();
+                    let l = TcpListener::from_std(l).unwrap();
+                    let mut incoming = l.incoming();
+                    while total.load(Ordering::SeqCst) < N {
+                        let accept =
+                            uring::time::timeout(Duration::from_millis(50), incoming.next());
+                        let Ok(Some(Ok(s))) = accept.await else {
+                            continue;
+                        };
+                        total.fetch_add(1, Ordering::SeqCst);
+                        served.lock().unwrap()[i] += 1;
+                        uring::spawn(async move {
+                            let (res, buf) = s.read(Vec::with_capacity(8)).await;
+                            if res.is_ok() {
+                                let _ = s.write_all(buf).await;
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        uring::run(async move {
+            for wave in 0..N / 200 {
+                let mut clients = Vec::new();
+                for i in 0..200 {
+                    clients.push(uring::spawn(async move {
+                        let s = TcpStream::connect(addr).await.unwrap();
+                        let msg = ((wave * 200 + i) as u32).to_le_bytes().to_vec();
+                        let (res, _) = s.write_all(msg.clone()).await;
+                        res.unwrap();
+                        let (res, back) = s.read_exact(Vec::with_capacity(4)).await;
+                        res.unwrap();
+                        assert_eq!(back, msg);
+                    }));
+                }
+                for c in clients {
+                    c.await.unwrap();
+                }
+            }
+            for s in servers {
+                s.await.unwrap();
+            }
+        });
+        let served = served.lock().unwrap().clone();
+        assert_eq!(served.iter().sum::<usize>(), N, "all served: {served:?}");
+        assert!(
+            served.iter().filter(|&&n| n > 0).count() > 1,
+            "more than one worker served: {served:?}"
+        );
+    });
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::net::TcpListener {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&addr.into()).unwrap();
+    s.listen(1024).unwrap();
+    s.into()
+}
+
+#[test]
+fn a_pool_dropped_with_ops_in_flight_leaks_nothing_and_does_not_hang() {
+    watchdog(LIMIT, || {
+        let before = open_fds();
+        let p = pool(3);
+        let mut peers = Vec::new();
+        for i in 0..3 {
+            for _ in 0..20 {
+                let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+                peers.push(b);
+                drop(p.spawn_on(i, move || async move {
+                    let a = uring::net::UnixStream::from_std(a).unwrap();
+                    // Waits for ever: the pool's drop must cancel it.
+                    let _ = a.read(vec![0u8; 64]).await;
+                }));
+            }
+            drop(p.spawn_on(i, || async {
+                uring::time::sleep(Duration::from_secs(3600)).await;
+            }));
+        }
+        // Let every worker submit its reads.
+        p.run_each(|_| async {
+            for _ in 0..10 {
+                uring::yield_now().await;
+            }
+        });
+        drop(p);
+        drop(peers);
+        assert_eq!(open_fds(), before, "every fd closed, every ring gone");
+    });
+}
+
+#[test]
+fn a_spawner_of_a_dropped_runtime_gives_cancelled_handles() {
+    watchdog(LIMIT, || {
+        let rt = Runtime::new().unwrap();
+        let spawner = rt.spawner();
+        // Spawned, never run: the runtime is dropped first.
+        let queued = spawner.spawn(|| async { 1 });
+        drop(rt);
+        let late = spawner.spawn(|| async { 2 });
+        uring::run(async move {
+            assert!(queued.await.unwrap_err().is_cancelled());
+            assert!(late.await.unwrap_err().is_cancelled());
+        });
+    });
+}
+
+#[test]
+fn a_plain_thread_hands_work_to_a_running_loop() {
+    watchdog(LIMIT, || {
+        uring::run(async {
+            let spawner = uring::spawner();
+            let from_thread = std::thread::spawn(move || {
+                (0..1000)
+                    .map(|i| spawner.spawn(move || async move { i + 1 }))
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap();
+            let mut sum = 0;
+            for h in from_thread {
+                sum += h.await.unwrap();
+            }
+            assert_eq!(sum, 1000 * 1001 / 2);
+        });
+    });
+}
