@@ -3,18 +3,18 @@
 //!
 //! A runtime's thread must never block: while it does, none of its tasks run and no completion
 //! is reaped. Most I/O here is a ring op and never blocks, but some work has no ring op: name
-//! resolution (`getaddrinfo`), a C library's
+//! resolution (`getaddrinfo`, behind [`lookup_host`](crate::net::lookup_host)), a C library's
 //! blocking call, a long computation. Such work goes to the pool: the closure runs on a pool
 //! thread, and when it returns, the pool thread wakes the awaiting task, which reaches its
 //! runtime through the cross-thread wake path (an eventfd whose read is armed on the ring), so a
 //! loop asleep in `io_uring_enter` wakes at once.
 //!
-//! The pool starts threads on demand, each named `uring-blocking`, up to
-//! [`max_threads`] at once (512 unless [`set_max_threads`] says otherwise); further closures wait
-//! in a queue for a free thread. A thread with no work exits after [`keep_alive`] (10 seconds
-//! unless [`set_keep_alive`] says otherwise). These are tokio's defaults; as the pool is the
-//! process's, not a runtime's, they are set here rather than on [`Builder`](crate::Builder).
-//! These threads are the only ones the crate ever starts.
+//! The pool starts threads on demand, each named `uring-blocking`, up to [`max_threads`] at once
+//! (512 unless [`set_max_threads`] says otherwise); further closures wait in a queue for a free
+//! thread. A thread with no work exits after [`keep_alive`] (10 seconds unless [`set_keep_alive`]
+//! says otherwise). These are tokio's defaults; as the pool is the process's, not a runtime's, they
+//! are set here rather than on [`Builder`](crate::Builder). These threads are the only ones the
+//! crate ever starts.
 //!
 //! ```
 //! use std::time::Duration;
