@@ -161,7 +161,11 @@ fn curl_through_the_proxy(extra: &[&'static str]) {
     require("python3", "python3");
     require("sha256sum", "coreutils");
     watchdog(LIMIT, move || {
-        let dir = TempDir::new("curl");
+        let dir = TempDir::new(if extra.is_empty() {
+            "curl"
+        } else {
+            "curl-threads"
+        });
         let served = dir.0.join("www");
         std::fs::create_dir_all(&served).unwrap();
         let file = served.join("big.bin");
