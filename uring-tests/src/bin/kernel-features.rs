@@ -10,9 +10,11 @@
 //!    belong to (a worker is named after its owner: `iou-wrk-<tid>`), and the process CPU per op
 //!    (getrusage, io-wq workers included). A last check makes 4 SQPOLL rings with and without the
 //!    flag and counts `iou-sqp-*` threads: what the flag still shares.
-//! 2. `IORING_REGISTER_IOWQ_MAX_WORKERS`: the same workload on 2 rings and threads with the
-//!    [bounded, unbounded] worker caps set to [0, 0] (unchanged), [4, 4], [2, 2] and [1, 1]; it
-//!    also reads the limits back (a [0, 0] register returns the current ones).
+//! 2. `IORING_REGISTER_IOWQ_MAX_WORKERS`: the same workloads, plus O_DIRECT reads with
+//!    `IOSQE_ASYNC` (the worker blocks on the device, as on any punted op that waits), on 2
+//!    rings and threads with the [bounded, unbounded] worker caps set to [0, 0] (unchanged),
+//!    [4, 4], [2, 2] and [1, 1]; it also reads the limits back (a [0, 0] register returns the
+//!    current ones).
 //! 3. `IORING_OP_MSG_RING` against an eventfd write that completes an `IORING_OP_READ` the target
 //!    keeps armed on its ring (what `uring` does today): a ping-pong between two threads, each
 //!    blocked in `io_uring_enter` waiting for a CQE. It reports the round trip (two wakes) at the
@@ -29,7 +31,7 @@
 //! `cargo run --release -p uring-tests --bin kernel-features` (about a minute);
 //! `-- --secs S --rounds R --round-trips N --dir DIR` change the window per file run (0.4 s), the
 //! rounds (5), the ping-pong round trips per mode and placement (50,000: 100,000 wakes) and where
-//! the files go (the temp dir; 4 files of 64 MiB, removed at the end); `--only files|wakes` runs
+//! the files go (the temp dir; 6 files of 64 MiB, removed at the end); `--only files|wakes` runs
 //! features 1 and 2 or feature 3 alone.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -39,7 +41,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Barrier;
@@ -50,13 +52,15 @@ const BS: usize = 4096;
 const QD: usize = 32;
 const FILE_BYTES: u64 = 64 << 20;
 const MAX_THREADS: usize = 4;
+/// Rings (and threads) of the worker-cap runs, which is also how many O_DIRECT files there are.
+const DIRECT_FILES: usize = 2;
 
 const USAGE: &str = "usage: kernel-features [--secs S] [--rounds R] [--round-trips N] [--dir DIR] [--only files|wakes]
   --secs S         measured window of each file run, seconds (default 0.4)
   --rounds R       rounds of every configuration, alternating order (default 5)
   --round-trips N  ping-pong round trips per wake mode, per placement, split over the
                    rounds (default 50000: 100000 wakes)
-  --dir DIR        where the 4 test files of 64 MiB go (default: the temp dir)
+  --dir DIR        where the 6 test files of 64 MiB go (default: the temp dir)
   --only files|wakes  run features 1 and 2 only, or feature 3 only";
 
 struct Args {
@@ -254,6 +258,9 @@ fn fs_name(dir: &std::path::Path) -> String {
 enum Workload {
     Write,
     ReadAsync,
+    /// O_DIRECT reads with `IOSQE_ASYNC`: the io-wq worker blocks on the device, as it would on
+    /// any punted op that waits (an fsync, an open on a slow disk).
+    DirectReadAsync,
 }
 
 impl Workload {
@@ -261,6 +268,7 @@ impl Workload {
         match self {
             Workload::Write => "buffered write",
             Workload::ReadAsync => "read + IOSQE_ASYNC",
+            Workload::DirectReadAsync => "O_DIRECT read + ASYNC",
         }
     }
 }
@@ -287,6 +295,8 @@ struct IoResult {
 struct IoShared<'a> {
     cfg: IoConfig,
     files: &'a [File],
+    /// The same files opened with O_DIRECT.
+    direct: &'a [File],
     ring0: AtomicI32,
     ring0_made: Barrier,
     start: Barrier,
@@ -316,12 +326,20 @@ fn io_thread(idx: usize, sh: &IoShared) -> (u64, [u32; 2]) {
             .register_iowq_max_workers(&mut cap)
             .expect("IORING_REGISTER_IOWQ_MAX_WORKERS");
     }
-    let fd = sh.files[idx].as_raw_fd();
-    let mut bufs = vec![0x5au8; QD * BS];
+    let fd = match sh.cfg.workload {
+        Workload::DirectReadAsync => sh.direct[idx].as_raw_fd(),
+        _ => sh.files[idx].as_raw_fd(),
+    };
+    // One spare block, so the buffers can start at a 4 KiB boundary (O_DIRECT).
+    let mut bufs = vec![0x5au8; QD * BS + BS];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((idx as u64 + 1) * 0x1234_5678_9abc));
     let blocks = FILE_BYTES / BS as u64;
     let workload = sh.cfg.workload;
     let base = bufs.as_mut_ptr();
+    let align = base.align_offset(BS);
+    assert!(align < BS);
+    // SAFETY: `align < BS`, so `base + align` and the QD blocks after it lie inside `bufs`.
+    let base = unsafe { base.add(align) };
     let queue = |ring: &mut IoUring, slot: usize, rng: &mut Rng| {
         let off = (rng.next() % blocks) * BS as u64;
         // SAFETY: `slot < QD`, so the 4 KiB at `base + slot * BS` lie inside `bufs`.
@@ -330,10 +348,12 @@ fn io_thread(idx: usize, sh: &IoShared) -> (u64, [u32; 2]) {
             Workload::Write => opcode::Write::new(types::Fd(fd), buf, BS as u32)
                 .offset(off)
                 .build(),
-            Workload::ReadAsync => opcode::Read::new(types::Fd(fd), buf, BS as u32)
-                .offset(off)
-                .build()
-                .flags(squeue::Flags::ASYNC),
+            Workload::ReadAsync | Workload::DirectReadAsync => {
+                opcode::Read::new(types::Fd(fd), buf, BS as u32)
+                    .offset(off)
+                    .build()
+                    .flags(squeue::Flags::ASYNC)
+            }
         }
         .user_data(slot as u64);
         // SAFETY: the op's buffer is slot `slot` of `bufs` and its fd is `files[idx]`; both
@@ -374,11 +394,12 @@ fn io_thread(idx: usize, sh: &IoShared) -> (u64, [u32; 2]) {
     (ops, limits)
 }
 
-fn run_io(cfg: IoConfig, files: &[File], secs: f64) -> IoResult {
+fn run_io(cfg: IoConfig, files: &[File], direct: &[File], secs: f64) -> IoResult {
     wait_for_none("iou-wrk-");
     let sh = IoShared {
         cfg,
         files,
+        direct,
         ring0: AtomicI32::new(-1),
         ring0_made: Barrier::new(cfg.threads),
         start: Barrier::new(cfg.threads + 1),
@@ -451,11 +472,14 @@ fn kiops_cell(s: &IoSummary) -> String {
     format!("{:.1} ({:.0}-{:.0})", s.kiops, s.kiops_lo, s.kiops_hi)
 }
 
-fn make_files(dir: &std::path::Path) -> (Vec<File>, Vec<PathBuf>) {
+/// The test files: one per thread for the buffered workloads, then `DIRECT_FILES` more, synced,
+/// for the O_DIRECT reads (apart, so those never meet pages the writes dirtied), opened again
+/// with O_DIRECT.
+fn make_files(dir: &std::path::Path) -> (Vec<File>, Vec<File>, Vec<PathBuf>) {
     let mut files = Vec::new();
     let mut paths = Vec::new();
     let chunk = vec![0xa5u8; 1 << 20];
-    for i in 0..MAX_THREADS {
+    for i in 0..MAX_THREADS + DIRECT_FILES {
         let path = dir.join(format!("kernel-features-{}-{i}.dat", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -474,10 +498,22 @@ fn make_files(dir: &std::path::Path) -> (Vec<File>, Vec<PathBuf>) {
             f.read_exact_at(&mut b, j * len)
                 .expect("read the test file");
         }
+        f.sync_all().expect("fsync the test file");
         files.push(f);
         paths.push(path);
     }
-    (files, paths)
+    let direct = paths[MAX_THREADS..]
+        .iter()
+        .map(|p| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(p)
+                .unwrap_or_else(|e| fail(&format!("cannot open {} O_DIRECT: {e}", p.display())))
+        })
+        .collect();
+    files.truncate(MAX_THREADS);
+    (files, direct, paths)
 }
 
 /// Counts `iou-sqp-*` threads with 4 SQPOLL rings made on their own or attached to the first.
@@ -756,10 +792,10 @@ fn main() {
         args.secs
     );
 
-    let (files, paths) = if files_on {
+    let (files, direct, paths) = if files_on {
         make_files(&args.dir)
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
 
     let workloads = [Workload::Write, Workload::ReadAsync];
@@ -778,11 +814,15 @@ fn main() {
                 }
             }
         }
-        for w in workloads {
+        for w in [
+            Workload::Write,
+            Workload::ReadAsync,
+            Workload::DirectReadAsync,
+        ] {
             for cap in caps {
                 configs.push(IoConfig {
                     workload: w,
-                    threads: 2,
+                    threads: DIRECT_FILES,
                     attach: false,
                     cap,
                 });
@@ -814,7 +854,7 @@ fn main() {
             mode_order.reverse();
         }
         for i in order {
-            io_results[i].push(run_io(configs[i], &files, args.secs));
+            io_results[i].push(run_io(configs[i], &files, &direct, args.secs));
         }
         for m in mode_order {
             let (mut r, u, s) = run_ping(modes[m].1, modes[m].0, per_round);
@@ -828,6 +868,7 @@ fn main() {
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
     drop(files);
+    drop(direct);
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
@@ -859,30 +900,29 @@ fn print_io_tables(
     caps: &[[u32; 2]],
     sqpoll: [usize; 2],
 ) {
-    // The ATTACH_WQ configurations come first, in pairs (own, attached), then the caps.
-    let cap_first = configs.len() - 2 * caps.len();
+    // The ATTACH_WQ configurations come first, in pairs (own, attached), then the caps, one
+    // block of `caps.len()` per workload.
+    let cap_workloads = 3;
+    let cap_first = configs.len() - cap_workloads * caps.len();
     println!();
     println!("1. IORING_SETUP_ATTACH_WQ: 4 KiB random ops, QD {QD} per ring, one ring, thread and");
-    println!(
-        "   64 MiB file each; kIOPS median (min-max) of the rounds; wrk = most iou-wrk threads"
-    );
-    println!(
-        "   at once, own = the threads they belong to; CPU = process µs per op, workers included"
-    );
+    println!("   64 MiB file each on {MAX_THREADS} files; kIOPS median (min-max) of the rounds;");
+    println!("   wrk = most iou-wrk threads at once, own = the threads they belong to;");
+    println!("   CPU = process µs per op, io-wq workers included");
     println!();
     println!(
-        "{:<20} {:>5} | {:>17} {:>4} {:>4} {:>6} | {:>17} {:>4} {:>4} {:>6}",
-        "", "", "own io-wq", "", "", "", "ATTACH_WQ to ring 0", "", "", ""
+        "{:<22} {:>5} | {:<36} | {:<36}",
+        "", "", "own io-wq", "ATTACH_WQ to ring 0"
     );
     println!(
-        "{:<20} {:>5} | {:>17} {:>4} {:>4} {:>6} | {:>17} {:>4} {:>4} {:>6}",
+        "{:<22} {:>5} | {:>19} {:>4} {:>4} {:>6} | {:>19} {:>4} {:>4} {:>6}",
         "workload", "rings", "kIOPS", "wrk", "own", "CPU", "kIOPS", "wrk", "own", "CPU"
     );
     for (i, pair) in sums[..cap_first].chunks(2).enumerate() {
         let cfg = configs[i * 2];
         let (a, b) = (&pair[0], &pair[1]);
         println!(
-            "{:<20} {:>5} | {:>17} {:>4} {:>4} {:>6.2} | {:>17} {:>4} {:>4} {:>6.2}",
+            "{:<22} {:>5} | {:>19} {:>4} {:>4} {:>6.2} | {:>19} {:>4} {:>4} {:>6.2}",
             cfg.workload.name(),
             cfg.threads,
             kiops_cell(a),
@@ -902,33 +942,33 @@ fn print_io_tables(
     );
 
     println!();
-    println!("2. IORING_REGISTER_IOWQ_MAX_WORKERS: the same ops on 2 rings and threads, caps set");
     println!(
-        "   by each thread on its ring; limits = [bounded, unbounded] read back from thread 0"
+        "2. IORING_REGISTER_IOWQ_MAX_WORKERS: the same ops on {DIRECT_FILES} rings and threads, caps"
     );
+    println!(
+        "   [bounded, unbounded] set by each thread on its ring; limits = what thread 0's io-wq"
+    );
+    println!("   reports at the end (a [0, 0] register reads them); columns as in table 1");
     println!();
+    let names: Vec<&str> = (0..cap_workloads)
+        .map(|w| configs[cap_first + w * caps.len()].workload.name())
+        .collect();
     println!(
-        "{:<8} | {:>17} {:>4} {:>6} | {:>17} {:>4} {:>6} |",
-        "", "buffered write", "", "", "read + IOSQE_ASYNC", "", ""
+        "{:<8} | {:<31} | {:<31} | {:<31} |",
+        "", names[0], names[1], names[2]
     );
     println!(
-        "{:<8} | {:>17} {:>4} {:>6} | {:>17} {:>4} {:>6} | limits read back",
-        "cap", "kIOPS", "wrk", "CPU", "kIOPS", "wrk", "CPU"
+        "{:<8} | {:>19} {:>4} {:>6} | {:>19} {:>4} {:>6} | {:>19} {:>4} {:>6} | limits",
+        "cap", "kIOPS", "wrk", "CPU", "kIOPS", "wrk", "CPU", "kIOPS", "wrk", "CPU"
     );
     for (c, cap) in caps.iter().enumerate() {
-        let w = &sums[cap_first + c];
-        let r = &sums[cap_first + caps.len() + c];
-        println!(
-            "{:<8} | {:>17} {:>4} {:>6.2} | {:>17} {:>4} {:>6.2} | {:?}",
-            format!("{cap:?}"),
-            kiops_cell(w),
-            w.workers,
-            w.cpu,
-            kiops_cell(r),
-            r.workers,
-            r.cpu,
-            r.limits
-        );
+        let mut line = format!("{:<8}", format!("{cap:?}"));
+        for w in 0..cap_workloads {
+            let r = &sums[cap_first + w * caps.len() + c];
+            line += &format!(" | {:>19} {:>4} {:>6.2}", kiops_cell(r), r.workers, r.cpu);
+        }
+        let limits = sums[cap_first + caps.len() + c].limits;
+        println!("{line} | {limits:?}");
     }
 }
 
