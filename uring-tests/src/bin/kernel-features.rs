@@ -906,7 +906,7 @@ fn print_io_tables(
     let cap_first = configs.len() - cap_workloads * caps.len();
     println!();
     println!("1. IORING_SETUP_ATTACH_WQ: 4 KiB random ops, QD {QD} per ring, one ring, thread and");
-    println!("   64 MiB file each on {MAX_THREADS} files; kIOPS median (min-max) of the rounds;");
+    println!("   64 MiB file each (files on ext4 punt buffered writes); kIOPS median (min-max) of the rounds;");
     println!("   wrk = most iou-wrk threads at once, own = the threads they belong to;");
     println!("   CPU = process µs per op, io-wq workers included");
     println!();
