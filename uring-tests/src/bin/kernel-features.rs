@@ -29,7 +29,7 @@
 //! medians, because the machine may be shared.
 //!
 //! `cargo run --release -p uring-tests --bin kernel-features` (about a minute);
-//! `-- --secs S --rounds R --round-trips N --dir DIR` change the window per file run (0.4 s), the
+//! `-- --secs S --rounds R --round-trips N --dir DIR` change the window per file run (0.3 s), the
 //! rounds (5), the ping-pong round trips per mode and placement (50,000: 100,000 wakes) and where
 //! the files go (the temp dir; 6 files of 64 MiB, removed at the end); `--only files|wakes` runs
 //! features 1 and 2 or feature 3 alone.
@@ -56,7 +56,7 @@ const MAX_THREADS: usize = 4;
 const DIRECT_FILES: usize = 2;
 
 const USAGE: &str = "usage: kernel-features [--secs S] [--rounds R] [--round-trips N] [--dir DIR] [--only files|wakes]
-  --secs S         measured window of each file run, seconds (default 0.4)
+  --secs S         measured window of each file run, seconds (default 0.3)
   --rounds R       rounds of every configuration, alternating order (default 5)
   --round-trips N  ping-pong round trips per wake mode, per placement, split over the
                    rounds (default 50000: 100000 wakes)
@@ -79,7 +79,7 @@ fn fail(msg: &str) -> ! {
 
 fn parse_args() -> Args {
     let mut a = Args {
-        secs: 0.4,
+        secs: 0.3,
         rounds: 5,
         round_trips: 50_000,
         dir: std::env::temp_dir(),
