@@ -49,7 +49,9 @@ use std::time::Duration;
 /// never returns holds its thread for good.
 ///
 /// Closures run in the order they were spawned when the pool is at its cap; otherwise each
-/// starts at once, on an idle thread or a new one (see the [module](crate::blocking) docs).
+/// starts at once, on an idle thread or a new one (see the [module](crate::blocking) docs). A
+/// closure runs outside any runtime: it may start one of its own (`uring::run`), but cannot
+/// `uring::spawn` onto the caller's.
 ///
 /// ```
 /// uring::run(async {

@@ -1,6 +1,9 @@
 //! The blocking pool: `spawn_blocking` outputs, panics, detached and aborted handles, wakes that
 //! cross threads, and (in child processes, as the pool's settings are the process's) the cap,
 //! growth on demand and idle threads exiting after the keep-alive.
+//!
+//! Not for valgrind: valgrind runs one thread at a time and holds its lock across
+//! `io_uring_enter`, so a pool thread never runs while the loop waits for it in the kernel.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
