@@ -537,8 +537,27 @@ impl ServerProcess {
     ///
     /// When it cannot be started or does not print its address.
     pub fn start(exe: &PathBuf, kind: ServerKind, cpu: Option<usize>) -> io::Result<ServerProcess> {
+        ServerProcess::start_with(exe, kind, cpu, None)
+    }
+
+    /// As [`ServerProcess::start`], with each connection's read buffer `buf` bytes long
+    /// instead of [`server::BUF_SIZE`] (uring and tokio servers only; see
+    /// [`server::set_conn_buf`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerProcess::start`].
+    pub fn start_with(
+        exe: &PathBuf,
+        kind: ServerKind,
+        cpu: Option<usize>,
+        buf: Option<usize>,
+    ) -> io::Result<ServerProcess> {
         let mut cmd = Command::new(exe);
         cmd.args(["--runtime", kind.name(), "--addr", "127.0.0.1:0"]);
+        if let Some(b) = buf {
+            cmd.args(["--buf", &b.to_string()]);
+        }
         // Threads inherit their creator's affinity: a pinned many-core server would run all its
         // workers on one CPU.
         if let Some(c) = cpu.filter(|_| kind.threads() == 1) {
@@ -729,6 +748,27 @@ mod tests {
     fn raw_single_server_echoes_every_byte() {
         crate::watchdog(Duration::from_secs(120), || {
             check_server(ServerKind::RawSingle)
+        });
+    }
+
+    #[test]
+    fn uring_pool_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::UringPool)
+        });
+    }
+
+    #[test]
+    fn tokio_multi_thread_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::TokioMt)
+        });
+    }
+
+    #[test]
+    fn tokio_current_thread_pair_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::TokioCt)
         });
     }
 

@@ -50,8 +50,10 @@ const MEMORY_TARGET: f64 = 1.0;
 pub struct Options {
     /// Rounds of the `spawn` rows (median), plus one warm-up round each.
     pub spawn_rounds: usize,
-    /// Rounds of the `blocking` row (median), plus one warm-up round each.
+    /// Rounds of the `blocking` row (median).
     pub blocking_rounds: usize,
+    /// Whether the `blocking` row runs a warm-up round first (each round takes seconds).
+    pub blocking_warmup: bool,
     /// Echo rows as (connections, message bytes).
     pub echo_rows: Vec<(usize, usize)>,
     /// Measured echo windows per server and row (the servers alternate).
@@ -62,6 +64,8 @@ pub struct Options {
     pub echo_measure: Duration,
     /// Idle connections of the memory row.
     pub idle_conns: usize,
+    /// The memory row's per-connection read buffers, bytes: one measurement per size.
+    pub memory_bufs: Vec<usize>,
     /// Rounds of the memory row (each server set up afresh; median).
     pub memory_rounds: usize,
     /// Only this row (one of [`ROWS`]); `None` runs them all.
@@ -74,27 +78,32 @@ impl Options {
         Options {
             spawn_rounds: rounds.unwrap_or(7),
             blocking_rounds: rounds.unwrap_or(5),
+            blocking_warmup: true,
             echo_rows: vec![(50, 64), (500, 64), (500, 4096)],
             echo_rounds: 2 * rounds.unwrap_or(5),
             echo_warmup: Duration::from_millis(120),
             echo_measure: Duration::from_millis(500),
             idle_conns: IDLE_CONNS,
+            memory_bufs: vec![echo::server::BUF_SIZE, 64],
             memory_rounds: 3,
             row: None,
         }
     }
 
-    /// The short pass `bench` runs by default (about 25 s): every row, fewer rounds, two echo
-    /// rows (50 x 64 B and 500 x 4 KiB, as the echo suite's short pass) in 5 windows of 0.4 s.
+    /// The short pass `bench` runs by default (about 25 s): every row with fewer rounds (one
+    /// round of `blocking`, no warm-up: a round takes seconds), two echo rows (50 x 64 B and
+    /// 500 x 4 KiB, as the echo suite's short pass) in 5 windows of 0.4 s, one memory round.
     pub fn short(rounds: Option<usize>) -> Options {
         Options {
             spawn_rounds: rounds.unwrap_or(5),
-            blocking_rounds: rounds.unwrap_or(3),
+            blocking_rounds: rounds.unwrap_or(1),
+            blocking_warmup: false,
             echo_rows: vec![(50, 64), (500, 4096)],
             echo_rounds: rounds.unwrap_or(5),
             echo_warmup: Duration::from_millis(100),
             echo_measure: Duration::from_millis(400),
             idle_conns: IDLE_CONNS,
+            memory_bufs: vec![echo::server::BUF_SIZE, 64],
             memory_rounds: 1,
             row: None,
         }
@@ -156,7 +165,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 tokio_spawn_inside,
             ),
         ] {
-            let (u, t) = alternate(rounds, uring, tokio);
+            let (u, t) = alternate(rounds, true, uring, tokio);
             let work = format!("cross-thread spawn+join {SPAWN_TASKS} tasks, {what}");
             table.push(vec![
                 work.clone(),
@@ -198,9 +207,14 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
         let rounds = opts.blocking_rounds.max(1);
         let work = format!("{BLOCKING_TRIPS} spawn_blocking round trips, one at a time");
         let (u, t) = match URING_BLOCKING {
-            Some(uring) => alternate(rounds, uring, tokio_blocking),
+            Some(uring) => alternate(rounds, opts.blocking_warmup, uring, tokio_blocking),
             None => {
-                let (_, t) = alternate(rounds, || Duration::ZERO, tokio_blocking);
+                let (_, t) = alternate(
+                    rounds,
+                    opts.blocking_warmup,
+                    || Duration::ZERO,
+                    tokio_blocking,
+                );
                 (f64::NAN, t)
             }
         };
@@ -208,7 +222,12 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
         print_table(
             &format!(
                 "threads: spawn_blocking round trips, uring vs tokio current_thread, median ms \
-                 of {rounds} rounds (plus 1 warm-up)"
+                 of {rounds} round(s){}",
+                if opts.blocking_warmup {
+                    " (plus 1 warm-up)"
+                } else {
+                    ""
+                }
             ),
             &["work", "uring ms", "tokio ms", "uring/tokio"],
             &[vec![
@@ -307,31 +326,58 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
     }
 
     if wants("memory") {
-        let m = run_memory(opts).unwrap_or_else(|e| panic!("threads memory: {e}"));
         let conns = opts.idle_conns;
         let mib = |kib: f64| kib / 1024.0;
         let per_conn = |total: f64, base: f64| (total - base) * 1024.0 / conns as f64;
-        let table = [("uring", &m.uring), ("tokio current_thread", &m.tokio)]
-            .iter()
-            .map(|(name, r)| {
-                vec![
+        let mut table = Vec::new();
+        for &buf in &opts.memory_bufs {
+            let m = run_memory(opts, buf).unwrap_or_else(|e| panic!("threads memory: {e}"));
+            for (name, r) in [("uring", &m.uring), ("tokio current_thread", &m.tokio)] {
+                table.push(vec![
                     name.to_string(),
+                    echo::size_name(buf),
                     format!("{:.1}", mib(r.base)),
                     format!("{:.1}", mib(r.idle)),
                     format!("{:.0}", per_conn(r.idle, r.base)),
                     format!("{:.1}", mib(r.echoed)),
                     format!("{:.0}", per_conn(r.echoed, r.base)),
-                ]
-            })
-            .collect::<Vec<_>>();
+                ]);
+            }
+            let work = format!(
+                "server RSS, {conns} idle conns, {} read buffers",
+                echo::size_name(buf)
+            );
+            let ratio = m.uring.idle / m.tokio.idle;
+            summary.push(SummaryRow {
+                suite: "threads",
+                work: work.clone(),
+                figure: "MiB",
+                better: Better::Lower,
+                decimals: 1,
+                uring: mib(m.uring.idle),
+                peers: vec![("tokio", mib(m.tokio.idle), ratio)],
+            });
+            targets.push(Target {
+                work,
+                figure: "MiB",
+                uring: mib(m.uring.idle),
+                peer: "tokio",
+                theirs: mib(m.tokio.idle),
+                ratio,
+                target: MEMORY_TARGET,
+                note: None,
+            });
+        }
         print_table(
             &format!(
                 "threads: echo server VmRSS with {conns} idle connections (each accepted, a read \
-                 pending; a 16 KiB read buffer each), median of {} round(s)",
+                 pending), median of {} round(s); the servers of the echo suite (uring: an \
+                 uninitialised Vec, tokio: a zeroed one)",
                 opts.memory_rounds.max(1)
             ),
             &[
                 "server",
+                "read buffer",
                 "before MiB",
                 "idle MiB",
                 "idle B/conn",
@@ -340,27 +386,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
             ],
             &table,
         );
-        let work = format!("server RSS, {conns} idle connections");
-        let ratio = m.uring.idle / m.tokio.idle;
-        summary.push(SummaryRow {
-            suite: "threads",
-            work: work.clone(),
-            figure: "MiB",
-            better: Better::Lower,
-            decimals: 1,
-            uring: mib(m.uring.idle),
-            peers: vec![("tokio", mib(m.tokio.idle), ratio)],
-        });
-        targets.push(Target {
-            work,
-            figure: "MiB",
-            uring: mib(m.uring.idle),
-            peer: "tokio",
-            theirs: mib(m.tokio.idle),
-            ratio,
-            target: MEMORY_TARGET,
-            note: None,
-        });
     }
 
     let table: Vec<Vec<String>> = targets
@@ -414,12 +439,18 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
     summary
 }
 
-/// Runs `uring` and `tokio` alternately, one warm-up round each and then `rounds` counted;
-/// returns the medians in ms.
-fn alternate(rounds: usize, uring: impl Fn() -> Duration, tokio: fn() -> Duration) -> (f64, f64) {
+/// Runs `uring` and `tokio` alternately, one warm-up round each if `warmup`, then `rounds`
+/// counted; returns the medians in ms.
+fn alternate(
+    rounds: usize,
+    warmup: bool,
+    uring: impl Fn() -> Duration,
+    tokio: fn() -> Duration,
+) -> (f64, f64) {
     let mut u = Vec::with_capacity(rounds);
     let mut t = Vec::with_capacity(rounds);
-    for round in 0..=rounds {
+    let first = usize::from(!warmup);
+    for round in first..=rounds {
         let a = uring().as_secs_f64() * 1e3;
         let b = tokio().as_secs_f64() * 1e3;
         if round > 0 {
@@ -688,13 +719,13 @@ struct Memory {
     tokio: Rss,
 }
 
-fn run_memory(opts: &Options) -> io::Result<Memory> {
+fn run_memory(opts: &Options, buf: usize) -> io::Result<Memory> {
     let exe = echo::server_exe()?;
     let mut u = Vec::new();
     let mut t = Vec::new();
     for _ in 0..opts.memory_rounds.max(1) {
-        u.push(idle_rss(&exe, ServerKind::Uring, opts.idle_conns)?);
-        t.push(idle_rss(&exe, ServerKind::Tokio, opts.idle_conns)?);
+        u.push(idle_rss(&exe, ServerKind::Uring, opts.idle_conns, buf)?);
+        t.push(idle_rss(&exe, ServerKind::Tokio, opts.idle_conns, buf)?);
     }
     let med = |rs: &[Rss]| {
         let pick = |f: fn(&Rss) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
@@ -710,10 +741,11 @@ fn run_memory(opts: &Options) -> io::Result<Memory> {
     })
 }
 
-/// Starts `kind`, opens `conns` connections, waits until the server holds them all and its RSS
-/// settles, and reads VmRSS; then echoes 64 bytes on each and reads it again.
-fn idle_rss(exe: &PathBuf, kind: ServerKind, conns: usize) -> io::Result<Rss> {
-    let server = ServerProcess::start(exe, kind, None)?;
+/// Starts `kind` with `buf`-byte read buffers, opens `conns` connections, waits until the
+/// server holds them all and its RSS settles, and reads VmRSS; then echoes 64 bytes on each and
+/// reads it again.
+fn idle_rss(exe: &PathBuf, kind: ServerKind, conns: usize, buf: usize) -> io::Result<Rss> {
+    let server = ServerProcess::start_with(exe, kind, None, Some(buf))?;
     let pid = server.pid();
     let base_fds = open_fds(pid)?;
     let base = settled_rss(pid)?;

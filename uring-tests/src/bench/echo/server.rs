@@ -84,6 +84,19 @@ impl ServerKind {
 /// message, so a message arrives in one read when the kernel has it all.
 pub const BUF_SIZE: usize = 16 * 1024;
 
+static CONN_BUF: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the read buffer of each connection of the runtime servers (uring, tokio and their
+/// many-core forms) for this process, instead of [`BUF_SIZE`]: `echo-server --buf BYTES`, for
+/// the `threads` suite's memory row. Only the first call counts.
+pub fn set_conn_buf(bytes: usize) {
+    let _ = CONN_BUF.set(bytes.max(1));
+}
+
+fn conn_buf() -> usize {
+    CONN_BUF.get().copied().unwrap_or(BUF_SIZE)
+}
+
 /// Serves echo on `addr` with `kind` until killed; calls `ready` with the bound address.
 ///
 /// # Errors
@@ -195,7 +208,7 @@ async fn tokio_accept_loop(std_listener: std::net::TcpListener) -> io::Result<()
         };
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
-            let mut buf = vec![0u8; BUF_SIZE];
+            let mut buf = vec![0u8; conn_buf()];
             loop {
                 let n = match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -247,7 +260,7 @@ async fn uring_accept_loop(listener: uring::net::TcpListener) -> io::Result<()> 
         };
         stream.set_nodelay(true)?;
         uring::spawn(async move {
-            let mut buf = Vec::with_capacity(BUF_SIZE);
+            let mut buf = Vec::with_capacity(conn_buf());
             loop {
                 // A read fills the buffer from its start and grows its length to cover the
                 // bytes read (never shrinks it): start empty so write_all sends exactly those.
