@@ -27,6 +27,7 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("uring runs on Linux only: it is built on io_uring");
 
+pub mod blocking;
 pub mod buf;
 mod driver;
 mod fd;
@@ -40,6 +41,7 @@ mod task;
 pub mod time;
 mod waker;
 
+pub use blocking::spawn_blocking;
 pub use buf::BufResult;
 pub use driver::{DriverStats, RingSetup};
 pub use pool::{Pool, PoolBuilder, Worker};

@@ -47,6 +47,11 @@
 //! stream and `shutdown()` on a write half stay). Every socket type has `from_std` and
 //! `into_std`.
 //!
+//! Names: [`lookup_host`] resolves `"host:port"` on the [blocking pool](crate::blocking), and
+//! [`TcpStream::connect_host`] connects by name through it. (`bind` accepts a name too but
+//! resolves it with std's blocking resolver on the loop's thread: fine at startup, not inside a
+//! running server.) For one listener per thread on one port, [`TcpListener::bind_reuseport`].
+//!
 //! ```
 //! use uring::net::{TcpListener, TcpStream};
 //!
@@ -82,6 +87,7 @@ mod conn;
 mod datagram;
 mod family;
 mod listener;
+mod lookup;
 pub mod side;
 mod socket;
 mod stash;
@@ -94,6 +100,7 @@ pub use backoff::{AcceptBackoff, AcceptErrorKind};
 pub use datagram::Datagram;
 pub use family::{Family, Inet, Unix};
 pub use listener::{Incoming, Listener};
+pub use lookup::lookup_host;
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, Stream};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;

@@ -21,6 +21,19 @@ use std::task::{Context, Poll};
 /// `net.core.somaxconn`).
 pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 
+/// Which address-sharing options a listener gets before it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reuse {
+    /// Neither (Unix sockets, where the options mean nothing).
+    Nothing,
+    /// `SO_REUSEADDR`, as std and tokio set it: a restarted server can bind while old
+    /// connections linger in TIME_WAIT. It does not let two live listeners share the address.
+    Address,
+    /// `SO_REUSEADDR` and `SO_REUSEPORT`: live listeners that all set it share the address
+    /// (one per thread, say), and the kernel spreads new connections across them.
+    AddressAndPort,
+}
+
 /// An open socket; closed (a plain close(2)) when the socket and every op using it are gone.
 #[derive(Debug, Clone)]
 pub(crate) struct Socket {
@@ -46,12 +59,13 @@ impl Socket {
     }
 
     /// A socket bound to `addr` and listening.
-    pub(crate) fn listen(addr: &SockAddr, reuse_address: bool) -> io::Result<Socket> {
+    pub(crate) fn listen(addr: &SockAddr, reuse: Reuse) -> io::Result<Socket> {
         let s = socket2::Socket::new(addr.domain(), Type::STREAM, None)?;
-        if reuse_address {
-            // As std and tokio do: a restarted server can bind while old connections linger in
-            // TIME_WAIT. It does not let two live listeners share the address.
+        if reuse != Reuse::Nothing {
             s.set_reuse_address(true)?;
+        }
+        if reuse == Reuse::AddressAndPort {
+            s.set_reuse_port(true)?;
         }
         s.bind(addr)?;
         s.listen(LISTEN_BACKLOG)?;

@@ -1,11 +1,13 @@
 //! TCP: [`TcpListener`] and [`TcpStream`] (the generic [`Listener`] and [`Stream`] for
 //! [`Inet`]), a stream's owned halves, and what only TCP has: binding and connecting by IP
-//! address, [`TcpListener::from_socket`], `TCP_NODELAY`.
+//! address or by name ([`TcpStream::connect_host`]), [`TcpListener::bind_reuseport`],
+//! [`TcpListener::from_socket`], `TCP_NODELAY`.
 
 use crate::net::family::Inet;
-use crate::net::socket::{Socket, LISTEN_BACKLOG};
+use crate::net::socket::{Reuse, Socket, LISTEN_BACKLOG};
 use crate::net::{Listener, Stream};
 use socket2::{Domain, SockAddr, Type};
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
@@ -30,15 +32,50 @@ impl Listener<Inet> {
     /// `net.core.somaxconn`), with `SO_REUSEADDR` as std and tokio set it. A host name is
     /// resolved with std's blocking resolver; use an IP address inside a running server.
     ///
-    /// For `SO_REUSEPORT`, `IPV6_V6ONLY` or another backlog, configure a `socket2::Socket` and
-    /// use [`TcpListener::from_socket`].
+    /// For one listener per thread on the same port, use [`TcpListener::bind_reuseport`]; for
+    /// `IPV6_V6ONLY` or another backlog, configure a `socket2::Socket` and use
+    /// [`TcpListener::from_socket`].
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::AddrInUse`] if another socket listens there; the resolver's or the last
-    /// address's error otherwise.
+    /// [`io::ErrorKind::AddrInUse`] if another socket listens there (one bound with
+    /// `bind_reuseport` included); the resolver's or the last address's error otherwise.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
-        Socket::first_of(addr, |a| Socket::listen(a, true)).map(Listener::from_listening)
+        Socket::first_of(addr, |a| Socket::listen(a, Reuse::Address)).map(Listener::from_listening)
+    }
+
+    /// As [`bind`](TcpListener::bind), with `SO_REUSEPORT` set before binding (and
+    /// `SO_REUSEADDR`, as `bind` sets it): every listener bound this way to the same address
+    /// (by the same user) listens at once, and the kernel spreads incoming connections across
+    /// them. This is how a server runs one runtime per thread, each thread with its own listener
+    /// and ring, with no accept shared between threads.
+    ///
+    /// ```
+    /// use uring::net::TcpListener;
+    ///
+    /// let first = TcpListener::bind_reuseport("127.0.0.1:0").unwrap();
+    /// let addr = first.local_addr().unwrap();
+    /// let workers: Vec<_> = (0..2)
+    ///     .map(|_| {
+    ///         std::thread::spawn(move || {
+    ///             // Each thread: its own runtime and its own listener on the shared port.
+    ///             let listener = TcpListener::bind_reuseport(addr).unwrap();
+    ///             uring::run(async move { listener.local_addr().unwrap() })
+    ///         })
+    ///     })
+    ///     .collect();
+    /// for w in workers {
+    ///     assert_eq!(w.join().unwrap(), addr);
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::AddrInUse`] if a socket without `SO_REUSEPORT` (or another user's)
+    /// listens there; the resolver's or the last address's error otherwise.
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        Socket::first_of(addr, |a| Socket::listen(a, Reuse::AddressAndPort))
+            .map(Listener::from_listening)
     }
 
     /// Takes a socket configured with socket2 (for instance with `SO_REUSEPORT`,
@@ -122,6 +159,51 @@ impl Stream<Inet> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM)?;
         socket.connect(SockAddr::from(addr)).await?;
         Ok(Stream::from_socket(socket))
+    }
+
+    /// Resolves `host_and_port` with [`lookup_host`](crate::net::lookup_host) (on the blocking
+    /// pool, without blocking the loop) and connects to each address in turn until one
+    /// accepts: the counterpart of tokio's `TcpStream::connect("host:port")` and asyncio's
+    /// `open_connection(host, port)`. The returned future does not borrow `host_and_port`.
+    ///
+    /// ```
+    /// use uring::net::{TcpListener, TcpStream};
+    ///
+    /// uring::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let port = listener.local_addr().unwrap().port();
+    ///     let accept = uring::spawn(async move { listener.accept().await.unwrap().0 });
+    ///     let s = TcpStream::connect_host(&format!("localhost:{port}")).await.unwrap();
+    ///     assert_eq!(s.peer_addr().unwrap().port(), port);
+    ///     accept.await.unwrap();
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`lookup_host`](crate::net::lookup_host)'s errors; the last address's error (for
+    /// instance [`io::ErrorKind::ConnectionRefused`]) when none accepts;
+    /// [`io::ErrorKind::InvalidInput`] when the name resolves to no address.
+    pub fn connect_host(
+        host_and_port: &str,
+    ) -> impl Future<Output = io::Result<TcpStream>> + 'static {
+        let resolve = crate::net::lookup_host(host_and_port);
+        let host = host_and_port.to_owned();
+        async move {
+            let mut last = None;
+            for addr in resolve.await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{host}: the name resolved to no address"),
+                )
+            }))
+        }
     }
 
     /// Sets `TCP_NODELAY`: small writes go out at once instead of waiting to be coalesced.

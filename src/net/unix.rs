@@ -5,7 +5,7 @@
 
 use crate::buf::IoBuf;
 use crate::net::family::Unix;
-use crate::net::socket::Socket;
+use crate::net::socket::{Reuse, Socket};
 use crate::net::{Datagram, Listener, Stream};
 use crate::BufResult;
 use socket2::{Domain, SockAddr, Type};
@@ -90,7 +90,10 @@ impl Listener<Unix> {
     /// [`io::ErrorKind::AddrInUse`] if the path exists; `ENOENT`, `EACCES` and the like.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let addr = unix_sockaddr(path.as_ref())?;
-        Ok(Listener::from_listening(Socket::listen(&addr, false)?))
+        Ok(Listener::from_listening(Socket::listen(
+            &addr,
+            Reuse::Nothing,
+        )?))
     }
 }
 
