@@ -119,7 +119,6 @@ struct Target {
     theirs: f64,
     ratio: f64,
     target: f64,
-    note: Option<&'static str>,
 }
 
 /// Runs the suite, prints its tables and returns its rows for the closing summary.
@@ -190,7 +189,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 theirs: t,
                 ratio: u / t,
                 target: SPAWN_TARGET,
-                note: None,
             });
         }
         print_table(
@@ -206,19 +204,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
     if wants("blocking") {
         let rounds = opts.blocking_rounds.max(1);
         let work = format!("{BLOCKING_TRIPS} spawn_blocking round trips, one at a time");
-        let (u, t) = match URING_BLOCKING {
-            Some(uring) => alternate(rounds, opts.blocking_warmup, uring, tokio_blocking),
-            None => {
-                let (_, t) = alternate(
-                    rounds,
-                    opts.blocking_warmup,
-                    || Duration::ZERO,
-                    tokio_blocking,
-                );
-                (f64::NAN, t)
-            }
-        };
-        let available = u.is_finite();
+        let (u, t) = alternate(rounds, opts.blocking_warmup, uring_blocking, tokio_blocking);
         print_table(
             &format!(
                 "threads: spawn_blocking round trips, uring vs tokio current_thread, median ms \
@@ -232,17 +218,9 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
             &["work", "uring ms", "tokio ms", "uring/tokio"],
             &[vec![
                 work.clone(),
-                if available {
-                    format!("{u:.1}")
-                } else {
-                    "not available yet".to_string()
-                },
+                format!("{u:.1}"),
                 format!("{t:.1}"),
-                if available {
-                    format!("{:.2}", u / t)
-                } else {
-                    "-".to_string()
-                },
+                format!("{:.2}", u / t),
             ]],
         );
         summary.push(SummaryRow {
@@ -262,7 +240,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
             theirs: t,
             ratio: u / t,
             target: BLOCKING_TARGET,
-            note: (!available).then_some("not available yet (uring::spawn_blocking)"),
         });
     }
 
@@ -320,7 +297,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 theirs: mt.cpu_us,
                 ratio: vs_mt.1,
                 target: ECHO_CPU_TARGET,
-                note: None,
             });
         }
     }
@@ -365,7 +341,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 theirs: mib(m.tokio.idle),
                 ratio,
                 target: MEMORY_TARGET,
-                note: None,
             });
         }
         print_table(
@@ -403,7 +378,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
             vec![
                 t.work.clone(),
                 t.figure.to_string(),
-                t.note.map_or_else(|| fmt(t.uring), str::to_string),
+                fmt(t.uring),
                 t.peer.to_string(),
                 fmt(t.theirs),
                 if t.ratio.is_finite() {
@@ -413,7 +388,6 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 },
                 format!("<= {:.2}", t.target),
                 match t.ratio {
-                    _ if t.note.is_some() => "not available yet",
                     x if !x.is_finite() => "-",
                     x if x <= t.target => "met",
                     _ => "MISSED",
@@ -555,9 +529,20 @@ fn tokio_spawn_inside() -> Duration {
     took
 }
 
-/// uring's `spawn_blocking` round trips: none until `uring::spawn_blocking` lands on main (the
-/// row then prints "not available yet" and runs tokio's side only).
-const URING_BLOCKING: Option<fn() -> Duration> = None;
+fn uring_blocking() -> Duration {
+    let rt = uring::Runtime::new().expect("build a uring runtime");
+    let start = Instant::now();
+    let sum = rt.block_on(async {
+        let mut sum = 0usize;
+        for i in 0..BLOCKING_TRIPS {
+            sum = sum.wrapping_add(uring::spawn_blocking(move || i).await.expect("blocking"));
+        }
+        sum
+    });
+    let took = start.elapsed();
+    assert_eq!(sum, BLOCKING_TRIPS * (BLOCKING_TRIPS - 1) / 2);
+    took
+}
 
 fn tokio_blocking() -> Duration {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -234,6 +234,8 @@ fn serve_uring(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Result<(
 fn serve_uring_pool(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
     use std::sync::{Arc, Mutex};
     let pool = uring::Pool::builder().threads(WORKERS).build()?;
+    // Not `TcpListener::bind_reuseport` (backlog 1024): the same sockets and backlog as
+    // tokio-ct2 and the other servers.
     let listeners = reuseport_listeners(addr, WORKERS)?;
     ready(bound(&listeners[0])?);
     // Worker i takes listener i.
