@@ -50,10 +50,12 @@ const MEMORY_TARGET: f64 = 1.0;
 pub struct Options {
     /// Rounds of the `spawn` rows (median), plus one warm-up round each.
     pub spawn_rounds: usize,
-    /// Rounds of the `blocking` row (median).
+    /// Rounds of the `blocking` row (median), plus one warm-up round each.
     pub blocking_rounds: usize,
-    /// Whether the `blocking` row runs a warm-up round first (each round takes seconds).
-    pub blocking_warmup: bool,
+    /// Round trips per round of the `blocking` row; the figure is scaled to
+    /// [`BLOCKING_TRIPS`]. Fewer than that in the short pass: shorter rounds pair better on a
+    /// shared machine (a wake-up's cost swings with what the other core runs) than one long one.
+    pub blocking_trips: usize,
     /// Echo rows as (connections, message bytes).
     pub echo_rows: Vec<(usize, usize)>,
     /// Measured echo windows per server and row (the servers alternate).
@@ -78,7 +80,7 @@ impl Options {
         Options {
             spawn_rounds: rounds.unwrap_or(7),
             blocking_rounds: rounds.unwrap_or(5),
-            blocking_warmup: true,
+            blocking_trips: BLOCKING_TRIPS,
             echo_rows: vec![(50, 64), (500, 64), (500, 4096)],
             echo_rounds: 2 * rounds.unwrap_or(5),
             echo_warmup: Duration::from_millis(120),
@@ -90,14 +92,14 @@ impl Options {
         }
     }
 
-    /// The short pass `bench` runs by default (about 25 s): every row with fewer rounds (one
-    /// round of `blocking`, no warm-up: a round takes seconds), two echo rows (50 x 64 B and
-    /// 500 x 4 KiB, as the echo suite's short pass) in 5 windows of 0.4 s, one memory round.
+    /// The short pass `bench` runs by default (about 25 s): every row, with rounds of 20k
+    /// `spawn_blocking` round trips (scaled to 100k), two echo rows (50 x 64 B and 500 x 4 KiB,
+    /// as the echo suite's short pass) in 5 windows of 0.4 s, and one memory round.
     pub fn short(rounds: Option<usize>) -> Options {
         Options {
             spawn_rounds: rounds.unwrap_or(5),
-            blocking_rounds: rounds.unwrap_or(1),
-            blocking_warmup: false,
+            blocking_rounds: rounds.unwrap_or(5),
+            blocking_trips: BLOCKING_TRIPS / 5,
             echo_rows: vec![(50, 64), (500, 4096)],
             echo_rounds: rounds.unwrap_or(5),
             echo_warmup: Duration::from_millis(100),
@@ -164,7 +166,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 tokio_spawn_inside,
             ),
         ] {
-            let (u, t) = alternate(rounds, true, uring, tokio);
+            let (u, t) = alternate(rounds, uring, tokio);
             let work = format!("cross-thread spawn+join {SPAWN_TASKS} tasks, {what}");
             table.push(vec![
                 work.clone(),
@@ -203,16 +205,22 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
 
     if wants("blocking") {
         let rounds = opts.blocking_rounds.max(1);
+        let trips = opts.blocking_trips.clamp(1, BLOCKING_TRIPS);
+        let scale = BLOCKING_TRIPS as f64 / trips as f64;
         let work = format!("{BLOCKING_TRIPS} spawn_blocking round trips, one at a time");
-        let (u, t) = alternate(rounds, opts.blocking_warmup, uring_blocking, tokio_blocking);
+        let (u, t) = alternate(
+            rounds,
+            || uring_blocking(trips).mul_f64(scale),
+            || tokio_blocking(trips).mul_f64(scale),
+        );
         print_table(
             &format!(
                 "threads: spawn_blocking round trips, uring vs tokio current_thread, median ms \
-                 of {rounds} round(s){}",
-                if opts.blocking_warmup {
-                    " (plus 1 warm-up)"
+                 of {rounds} rounds (plus 1 warm-up){}",
+                if trips == BLOCKING_TRIPS {
+                    String::new()
                 } else {
-                    ""
+                    format!(" of {trips} round trips each, scaled to {BLOCKING_TRIPS}")
                 }
             ),
             &["work", "uring ms", "tokio ms", "uring/tokio"],
@@ -413,18 +421,16 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
     summary
 }
 
-/// Runs `uring` and `tokio` alternately, one warm-up round each if `warmup`, then `rounds`
-/// counted; returns the medians in ms.
+/// Runs `uring` and `tokio` alternately, one warm-up round each and then `rounds` counted;
+/// returns the medians in ms.
 fn alternate(
     rounds: usize,
-    warmup: bool,
     uring: impl Fn() -> Duration,
-    tokio: fn() -> Duration,
+    tokio: impl Fn() -> Duration,
 ) -> (f64, f64) {
     let mut u = Vec::with_capacity(rounds);
     let mut t = Vec::with_capacity(rounds);
-    let first = usize::from(!warmup);
-    for round in first..=rounds {
+    for round in 0..=rounds {
         let a = uring().as_secs_f64() * 1e3;
         let b = tokio().as_secs_f64() * 1e3;
         if round > 0 {
@@ -529,22 +535,22 @@ fn tokio_spawn_inside() -> Duration {
     took
 }
 
-fn uring_blocking() -> Duration {
+fn uring_blocking(trips: usize) -> Duration {
     let rt = uring::Runtime::new().expect("build a uring runtime");
     let start = Instant::now();
     let sum = rt.block_on(async {
         let mut sum = 0usize;
-        for i in 0..BLOCKING_TRIPS {
+        for i in 0..trips {
             sum = sum.wrapping_add(uring::spawn_blocking(move || i).await.expect("blocking"));
         }
         sum
     });
     let took = start.elapsed();
-    assert_eq!(sum, BLOCKING_TRIPS * (BLOCKING_TRIPS - 1) / 2);
+    assert_eq!(sum, trips * (trips - 1) / 2);
     took
 }
 
-fn tokio_blocking() -> Duration {
+fn tokio_blocking(trips: usize) -> Duration {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -552,7 +558,7 @@ fn tokio_blocking() -> Duration {
     let start = Instant::now();
     let sum = rt.block_on(async {
         let mut sum = 0usize;
-        for i in 0..BLOCKING_TRIPS {
+        for i in 0..trips {
             sum = sum.wrapping_add(
                 tokio::task::spawn_blocking(move || i)
                     .await
@@ -562,7 +568,7 @@ fn tokio_blocking() -> Duration {
         sum
     });
     let took = start.elapsed();
-    assert_eq!(sum, BLOCKING_TRIPS * (BLOCKING_TRIPS - 1) / 2);
+    assert_eq!(sum, trips * (trips - 1) / 2);
     took
 }
 
