@@ -166,7 +166,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 tokio_spawn_inside,
             ),
         ] {
-            let (u, t) = alternate(rounds, uring, tokio);
+            let (u, t, _) = alternate(rounds, uring, tokio);
             let work = format!("cross-thread spawn+join {SPAWN_TASKS} tasks, {what}");
             table.push(vec![
                 work.clone(),
@@ -208,7 +208,7 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
         let trips = opts.blocking_trips.clamp(1, BLOCKING_TRIPS);
         let scale = BLOCKING_TRIPS as f64 / trips as f64;
         let work = format!("{BLOCKING_TRIPS} spawn_blocking round trips, one at a time");
-        let (u, t) = alternate(
+        let (u, t, pairs) = alternate(
             rounds,
             || uring_blocking(trips).mul_f64(scale),
             || tokio_blocking(trips).mul_f64(scale),
@@ -230,6 +230,16 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
                 format!("{t:.1}"),
                 format!("{:.2}", u / t),
             ]],
+        );
+        // Each round is thousands of cross-thread wake-ups, whose cost depends on where the
+        // scheduler puts the threads and what else runs: show the spread.
+        println!(
+            "\neach round, uring / tokio ms: {}",
+            pairs
+                .iter()
+                .map(|(a, b)| format!("{a:.0} / {b:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         summary.push(SummaryRow {
             suite: "threads",
@@ -422,23 +432,23 @@ pub fn run(opts: &Options) -> Vec<SummaryRow> {
 }
 
 /// Runs `uring` and `tokio` alternately, one warm-up round each and then `rounds` counted;
-/// returns the medians in ms.
+/// returns the medians in ms and every counted round's pair, in order.
 fn alternate(
     rounds: usize,
     uring: impl Fn() -> Duration,
     tokio: impl Fn() -> Duration,
-) -> (f64, f64) {
-    let mut u = Vec::with_capacity(rounds);
-    let mut t = Vec::with_capacity(rounds);
+) -> (f64, f64, Vec<(f64, f64)>) {
+    let mut pairs = Vec::with_capacity(rounds);
     for round in 0..=rounds {
         let a = uring().as_secs_f64() * 1e3;
         let b = tokio().as_secs_f64() * 1e3;
         if round > 0 {
-            u.push(a);
-            t.push(b);
+            pairs.push((a, b));
         }
     }
-    (median(&mut u), median(&mut t))
+    let mut u: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let mut t: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    (median(&mut u), median(&mut t), pairs)
 }
 
 fn uring_pool() -> uring::Pool {
