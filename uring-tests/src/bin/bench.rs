@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
 //! threads, echo, files; about a minute and a half) and ends with one summary table of every
-//! figure against every peer. `-- --full` runs the whole suite with its full defaults (about 9
+//! figure against every peer. `-- --full` runs the whole suite with its full defaults (about 10
 //! minutes, most of it the file suite, which writes a 1 GiB file), also ending with the summary.
 //! `-- core|threads|echo|fs` runs one suite with its full defaults. `-- core ROW` runs one row of
 //! the core suite (for profiling: `perf record -g target/release/bench core spawn --only
@@ -30,7 +30,7 @@ const USAGE: &str =
                   reads at QD32, 1M sequential reads, 4K random writes) on a 256 MiB file, 3 rounds
                   of 0.5 s, against tokio::fs, spawn_blocking, a std loop, a bare io_uring loop
                   and fio (where installed)
-  --full          the whole suite with its full defaults (about 9 minutes, most of it the file
+  --full          the whole suite with its full defaults (about 10 minutes, most of it the file
                   suite on a 1 GiB file; every echo row and file workload), then the summary table
   all             the same as no suite (the short pass, or the whole suite with --full)
   core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
@@ -145,9 +145,9 @@ fn main() {
     println!(
         "bench: {pass} of every suite (core, threads, echo, files); {}",
         if full {
-            "about 9 minutes"
+            "about 10 minutes"
         } else {
-            "about a minute and a half; `--full` runs the whole suite (about 9 minutes)"
+            "about a minute and a half; `--full` runs the whole suite (about 10 minutes)"
         }
     );
     let start = Instant::now();
