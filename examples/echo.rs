@@ -1,56 +1,85 @@
 //! An echo server: every byte a client sends comes back.
 //!
 //! ```text
-//! cargo run --release --example echo -- --addr 127.0.0.1:7000
+//! cargo run --release --example echo -- --addr 127.0.0.1:7000 [--threads N]
 //! ```
 //!
 //! It prints the address it listens on (useful with port 0) as the first line of stdout, then
-//! serves each connection in its own task until the client closes it.
+//! serves each connection in its own task until the client closes it. With `--threads N` (0: one
+//! per CPU) it runs a `uring::Pool` of N workers, each with its own ring and its own
+//! `SO_REUSEPORT` listener on the address, so the kernel spreads connections between them.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
-const USAGE: &str = "usage: echo [--addr IP:PORT]   (default 127.0.0.1:7000)";
+const USAGE: &str =
+    "usage: echo [--addr IP:PORT] [--threads N]   (defaults 127.0.0.1:7000, 1; 0 = all CPUs)";
 
 fn main() {
-    let addr = match parse_args() {
+    let (addr, threads) = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("echo: {msg}\n{USAGE}");
             std::process::exit(2);
         }
     };
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("echo: cannot listen on {addr}: {e}");
+    if threads == 1 {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| fail(addr, e));
+        let runtime = uring::Runtime::new().unwrap_or_else(|e| {
+            eprintln!("echo: {e}");
             std::process::exit(1);
-        }
-    };
-    let runtime = uring::Runtime::new().unwrap_or_else(|e| {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
+        });
+        println!("{}", listener.local_addr().expect("bound address"));
+        runtime.block_on(accept_loop(listener));
+        return;
+    }
+    // The first listener fixes the port (the address may say 0); every worker gets its own on
+    // that port, the first worker this one (as a std listener: it crosses to its thread).
+    let first = TcpListener::bind_reuseport(addr).unwrap_or_else(|e| fail(addr, e));
+    let addr = first.local_addr().expect("bound address");
+    let first = Mutex::new(Some(first.into_std().expect("a listener without ops")));
+    let pool = uring::Pool::builder()
+        .threads(threads)
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("echo: {e}");
+            std::process::exit(1);
+        });
+    println!("{addr}");
+    pool.run_each(move |_worker| {
+        let listener = match first.lock().unwrap().take() {
+            Some(l) => TcpListener::from_std(l),
+            None => TcpListener::bind_reuseport(addr),
+        };
+        let listener = listener.unwrap_or_else(|e| fail(addr, e));
+        accept_loop(listener)
     });
-    println!("{}", listener.local_addr().expect("bound address"));
-    runtime.block_on(async move {
-        let mut incoming = listener.incoming();
-        let mut backoff = AcceptBackoff::default();
-        while let Some(accepted) = incoming.next().await {
-            match accepted {
-                Ok(stream) => {
-                    backoff.on_success();
-                    uring::spawn(serve(stream));
-                }
-                Err(e) => {
-                    eprintln!("echo: accept: {e}");
-                    if let Err(e) = backoff.on_error(e).await {
-                        eprintln!("echo: the listener failed, stopping: {e}");
-                        std::process::exit(1);
-                    }
+}
+
+fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
+    eprintln!("echo: cannot listen on {addr}: {e}");
+    std::process::exit(1);
+}
+
+async fn accept_loop(listener: TcpListener) {
+    let mut incoming = listener.incoming();
+    let mut backoff = AcceptBackoff::default();
+    while let Some(accepted) = incoming.next().await {
+        match accepted {
+            Ok(stream) => {
+                backoff.on_success();
+                uring::spawn(serve(stream));
+            }
+            Err(e) => {
+                eprintln!("echo: accept: {e}");
+                if let Err(e) = backoff.on_error(e).await {
+                    eprintln!("echo: the listener failed, stopping: {e}");
+                    std::process::exit(1);
                 }
             }
         }
-    });
+    }
 }
 
 async fn serve(stream: TcpStream) {
@@ -83,14 +112,19 @@ fn peer(stream: &TcpStream) -> String {
         .unwrap_or_else(|_| "connection".into())
 }
 
-fn parse_args() -> Result<SocketAddr, String> {
+fn parse_args() -> Result<(SocketAddr, usize), String> {
     let mut addr: SocketAddr = "127.0.0.1:7000".parse().expect("default address");
+    let mut threads = 1;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => {
                 let v = args.next().ok_or("--addr needs a value")?;
                 addr = v.parse().map_err(|e| format!("bad --addr {v:?}: {e}"))?;
+            }
+            "--threads" => {
+                let v = args.next().ok_or("--threads needs a value")?;
+                threads = v.parse().map_err(|e| format!("bad --threads {v:?}: {e}"))?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -99,5 +133,5 @@ fn parse_args() -> Result<SocketAddr, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(addr)
+    Ok((addr, threads))
 }

@@ -10,51 +10,80 @@
 //! accept fails for lack of fds or memory, the accept loop pauses (10 ms doubling up to 100 ms)
 //! instead of spinning, and picks up again once resources are freed. The first line of stdout
 //! is the address it listens on.
+//!
+//! With `--threads N` (0: one per CPU) it runs a `uring::Pool` of N workers, each with its own
+//! ring and its own `SO_REUSEPORT` listener on `--listen`, so the kernel spreads connections
+//! between them; each connection is relayed on the worker that accepted it.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
-const USAGE: &str = "usage: proxy --listen IP:PORT --upstream IP:PORT";
+const USAGE: &str =
+    "usage: proxy --listen IP:PORT --upstream IP:PORT [--threads N]   (default 1; 0 = all CPUs)";
 
 fn main() {
-    let (listen, upstream) = match parse_args() {
+    let (listen, upstream, threads) = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("proxy: {msg}\n{USAGE}");
             std::process::exit(2);
         }
     };
-    let listener = match TcpListener::bind(listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("proxy: cannot listen on {listen}: {e}");
+    if threads == 1 {
+        let listener = TcpListener::bind(listen).unwrap_or_else(|e| fail(listen, e));
+        let runtime = uring::Runtime::new().unwrap_or_else(|e| {
+            eprintln!("proxy: {e}");
             std::process::exit(1);
-        }
-    };
-    let runtime = uring::Runtime::new().unwrap_or_else(|e| {
-        eprintln!("proxy: {e}");
-        std::process::exit(1);
+        });
+        println!("{}", listener.local_addr().expect("bound address"));
+        runtime.block_on(accept_loop(listener, upstream));
+        return;
+    }
+    // The first listener fixes the port; every worker gets its own on it (see examples/echo.rs).
+    let first = TcpListener::bind_reuseport(listen).unwrap_or_else(|e| fail(listen, e));
+    let listen = first.local_addr().expect("bound address");
+    let first = Mutex::new(Some(first.into_std().expect("a listener without ops")));
+    let pool = uring::Pool::builder()
+        .threads(threads)
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("proxy: {e}");
+            std::process::exit(1);
+        });
+    println!("{listen}");
+    pool.run_each(move |_worker| {
+        let listener = match first.lock().unwrap().take() {
+            Some(l) => TcpListener::from_std(l),
+            None => TcpListener::bind_reuseport(listen),
+        };
+        accept_loop(listener.unwrap_or_else(|e| fail(listen, e)), upstream)
     });
-    println!("{}", listener.local_addr().expect("bound address"));
-    runtime.block_on(async move {
-        let mut incoming = listener.incoming();
-        let mut backoff = AcceptBackoff::default();
-        while let Some(accepted) = incoming.next().await {
-            match accepted {
-                Ok(client) => {
-                    backoff.on_success();
-                    uring::spawn(relay(client, upstream));
-                }
-                Err(e) => {
-                    eprintln!("proxy: accept: {e}");
-                    if let Err(e) = backoff.on_error(e).await {
-                        eprintln!("proxy: the listener failed, stopping: {e}");
-                        std::process::exit(1);
-                    }
+}
+
+fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
+    eprintln!("proxy: cannot listen on {addr}: {e}");
+    std::process::exit(1);
+}
+
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr) {
+    let mut incoming = listener.incoming();
+    let mut backoff = AcceptBackoff::default();
+    while let Some(accepted) = incoming.next().await {
+        match accepted {
+            Ok(client) => {
+                backoff.on_success();
+                uring::spawn(relay(client, upstream));
+            }
+            Err(e) => {
+                eprintln!("proxy: accept: {e}");
+                if let Err(e) = backoff.on_error(e).await {
+                    eprintln!("proxy: the listener failed, stopping: {e}");
+                    std::process::exit(1);
                 }
             }
         }
-    });
+    }
 }
 
 async fn relay(client: TcpStream, upstream: SocketAddr) {
@@ -76,8 +105,8 @@ async fn relay(client: TcpStream, upstream: SocketAddr) {
     }
 }
 
-fn parse_args() -> Result<(SocketAddr, SocketAddr), String> {
-    let (mut listen, mut upstream) = (None, None);
+fn parse_args() -> Result<(SocketAddr, SocketAddr, usize), String> {
+    let (mut listen, mut upstream, mut threads) = (None, None, 1);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<SocketAddr, String> {
@@ -87,6 +116,10 @@ fn parse_args() -> Result<(SocketAddr, SocketAddr), String> {
         match arg.as_str() {
             "--listen" => listen = Some(value("--listen")?),
             "--upstream" => upstream = Some(value("--upstream")?),
+            "--threads" => {
+                let v = args.next().ok_or("--threads needs a value")?;
+                threads = v.parse().map_err(|e| format!("bad --threads {v:?}: {e}"))?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -97,5 +130,6 @@ fn parse_args() -> Result<(SocketAddr, SocketAddr), String> {
     Ok((
         listen.ok_or("--listen is required")?,
         upstream.ok_or("--upstream is required")?,
+        threads,
     ))
 }

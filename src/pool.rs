@@ -50,6 +50,7 @@ pub struct PoolBuilder {
     threads: usize,
     pin_cpus: bool,
     runtime: Builder,
+    iowq_max_workers: Option<[u32; 2]>,
 }
 
 /// Which worker of a [`Pool`] a future runs on, as [`Pool::run_each`] tells it.
@@ -91,6 +92,15 @@ impl PoolBuilder {
         self
     }
 
+    /// Each worker's cap on the kernel's io-wq threads, as [`Builder::iowq_max_workers`].
+    /// Default: `max(2, 4 x CPUs / workers)` bounded workers per worker, so the pool as a whole
+    /// keeps the kernel's own per-ring figure (4 per CPU) instead of multiplying it by the
+    /// number of workers; unbounded ones left as the kernel has them.
+    pub fn iowq_max_workers(&mut self, bounded: u32, unbounded: u32) -> &mut PoolBuilder {
+        self.iowq_max_workers = Some([bounded, unbounded]);
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
@@ -107,6 +117,12 @@ impl PoolBuilder {
             0 => thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let mut runtime = self.runtime.clone();
+        let [bounded, unbounded] = self.iowq_max_workers.unwrap_or_else(|| {
+            let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+            [(4 * cpus / count).max(2) as u32, 0]
+        });
+        runtime.iowq_max_workers(bounded, unbounded);
         let mut pool = Pool {
             workers: Vec::with_capacity(count),
             next: AtomicUsize::new(0),
@@ -114,7 +130,7 @@ impl PoolBuilder {
         for index in 0..count {
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             // On error, dropping `pool` stops the workers started so far.
-            pool.workers.push(start_worker(index, cpu, &self.runtime)?);
+            pool.workers.push(start_worker(index, cpu, &runtime)?);
         }
         Ok(pool)
     }

@@ -98,6 +98,17 @@ impl Driver {
         Ok(driver)
     }
 
+    /// Caps the io-wq worker threads the kernel may start for this thread's rings:
+    /// `[bounded, unbounded]` (bounded: regular files and block devices; unbounded: sockets,
+    /// pipes and other waits of unknown length); 0 leaves a cap as it is.
+    pub(crate) fn cap_iowq_workers(&mut self, caps: [u32; 2]) -> io::Result<()> {
+        let mut caps = caps;
+        self.ring
+            .submitter()
+            .register_iowq_max_workers(&mut caps)
+            .map(|_| ())
+    }
+
     /// Whether the runtime shut down: no op is accepted any more.
     pub(crate) fn is_shut_down(&self) -> bool {
         self.shut_down

@@ -106,6 +106,7 @@ pub struct Runtime {
 pub struct Builder {
     entries: u32,
     shutdown_timeout: Duration,
+    iowq_max_workers: [u32; 2],
 }
 
 impl Default for Builder {
@@ -113,6 +114,7 @@ impl Default for Builder {
         Builder {
             entries: 1024,
             shutdown_timeout: Duration::from_secs(10),
+            iowq_max_workers: [0, 0],
         }
     }
 }
@@ -139,6 +141,18 @@ impl Builder {
         self
     }
 
+    /// Caps the kernel's io-wq worker threads for this runtime's thread
+    /// (`IORING_REGISTER_IOWQ_MAX_WORKERS`): `bounded` for work on regular files and block
+    /// devices the kernel hands to workers (buffered writes, for one), `unbounded` for waits of
+    /// unknown length; 0 keeps the kernel's limit (by default, bounded: the ring's entries or 4
+    /// per CPU, whichever is smaller). With one runtime per core, uncapped workers can add up to
+    /// thousands of threads; `docs/architecture.md` has the measurements ("Kernel features for
+    /// many cores"). Default: no cap; a [`Pool`](crate::Pool) sets one.
+    pub fn iowq_max_workers(&mut self, bounded: u32, unbounded: u32) -> &mut Builder {
+        self.iowq_max_workers = [bounded, unbounded];
+        self
+    }
+
     /// Builds the runtime.
     ///
     /// # Errors
@@ -148,7 +162,10 @@ impl Builder {
     /// a ring too large for the memory limits).
     pub fn build(&self) -> io::Result<Runtime> {
         let remote = Arc::new(Remote::new()?);
-        let driver = Driver::new(self.entries, remote.eventfd())?;
+        let mut driver = Driver::new(self.entries, remote.eventfd())?;
+        if self.iowq_max_workers != [0, 0] {
+            driver.cap_iowq_workers(self.iowq_max_workers)?;
+        }
         let id = remote::register(remote.clone())?;
         Ok(Runtime {
             state: Rc::new(RuntimeState {

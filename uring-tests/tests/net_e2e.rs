@@ -147,11 +147,25 @@ fn wait_with_limit(mut child: Child, limit: Duration, what: &str) -> std::proces
 
 #[test]
 fn curl_fetches_64_mib_through_the_proxy_intact() {
+    curl_through_the_proxy(&[]);
+}
+
+#[test]
+fn curl_fetches_64_mib_through_a_two_worker_proxy_intact() {
+    curl_through_the_proxy(&["--threads", "2"]);
+}
+
+fn curl_through_the_proxy(extra: &[&'static str]) {
+    let extra: Vec<&'static str> = extra.to_vec();
     require("curl", "curl");
     require("python3", "python3");
     require("sha256sum", "coreutils");
-    watchdog(LIMIT, || {
-        let dir = TempDir::new("curl");
+    watchdog(LIMIT, move || {
+        let dir = TempDir::new(if extra.is_empty() {
+            "curl"
+        } else {
+            "curl-threads"
+        });
         let served = dir.0.join("www");
         std::fs::create_dir_all(&served).unwrap();
         let file = served.join("big.bin");
@@ -186,10 +200,9 @@ fn curl_fetches_64_mib_through_the_proxy_intact() {
             .unwrap_or_else(|| panic!("unexpected http.server banner {line:?}"));
         let upstream = format!("127.0.0.1:{port}");
 
-        let (_proxy, proxy_addr) = start_example(
-            "proxy",
-            &["--listen", "127.0.0.1:0", "--upstream", &upstream],
-        );
+        let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", &upstream];
+        args.extend(&extra);
+        let (_proxy, proxy_addr) = start_example("proxy", &args);
         let out_file = dir.0.join("fetched.bin");
         let curl = Command::new("curl")
             .args(["-sS", "--fail", "--max-time", "240", "-o"])
@@ -272,6 +285,36 @@ fn nc_half_close_passes_through_the_proxy() {
             "the origin saw the client's EOF and its answer came back"
         );
         assert!(server.join().unwrap() == payload);
+    });
+}
+
+#[test]
+fn echo_example_with_two_workers_serves_many_clients_at_once() {
+    watchdog(LIMIT, || {
+        let (_echo, addr) = start_example("echo", &["--addr", "127.0.0.1:0", "--threads", "2"]);
+        let clients: Vec<_> = (0..64)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = std::net::TcpStream::connect(addr).unwrap();
+                    for round in 0..20 {
+                        let msg = vec![(i + round) as u8; 1000 + i];
+                        c.write_all(&msg).unwrap();
+                        let mut back = vec![0u8; msg.len()];
+                        c.read_exact(&mut back).unwrap();
+                        assert_eq!(back, msg);
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        let out = Command::new(example("echo"))
+            .args(["--threads", "many"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("bad --threads"));
     });
 }
 

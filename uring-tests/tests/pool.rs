@@ -300,8 +300,24 @@ fn reuseport_listener(addr: SocketAddr) -> std::net::TcpListener {
     s.into()
 }
 
+/// Counts this process's fds against a baseline, so it runs alone in a child process (other
+/// tests of this binary open fds in parallel).
 #[test]
 fn a_pool_dropped_with_ops_in_flight_leaks_nothing_and_does_not_hang() {
+    if !uring_tests::is_child("pool-drop") {
+        let out = uring_tests::run_child(
+            "a_pool_dropped_with_ops_in_flight_leaks_nothing_and_does_not_hang",
+            "pool-drop",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("CHILD-OK"),
+            "child failed ({}): {stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
     watchdog(LIMIT, || {
         let before = open_fds();
         let p = pool(3);
@@ -329,6 +345,7 @@ fn a_pool_dropped_with_ops_in_flight_leaks_nothing_and_does_not_hang() {
         drop(p);
         drop(peers);
         assert_eq!(open_fds(), before, "every fd closed, every ring gone");
+        println!("CHILD-OK");
     });
 }
 
@@ -367,4 +384,96 @@ fn a_plain_thread_hands_work_to_a_running_loop() {
             assert_eq!(sum, 1000 * 1001 / 2);
         });
     });
+}
+
+/// The io-wq worker cap holds: fsyncs (which the kernel always hands to io-wq workers) of eight
+/// files at once from one runtime capped at one bounded worker never show more than one worker,
+/// where the same load uncapped starts several. Thread counts are process-wide, so this runs
+/// alone in a child process.
+#[test]
+fn the_iowq_worker_cap_holds() {
+    if !uring_tests::is_child("iowq-cap") {
+        let out = uring_tests::run_child("the_iowq_worker_cap_holds", "iowq-cap");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("CHILD-OK"),
+            "child failed ({}): {stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    watchdog(LIMIT, || {
+        let dir = uring_tests::TempDir::new("iowq-cap");
+        let most = |capped: bool| {
+            let mut b = Runtime::builder();
+            if capped {
+                b.iowq_max_workers(1, 1);
+            }
+            let rt = b.build().unwrap();
+            let paths: Vec<_> = (0..8).map(|i| dir.path(&format!("f{i}"))).collect();
+            let most = rt.block_on(async move {
+                let files: Vec<_> = futures_files(&paths).await;
+                let most = std::rc::Rc::new(std::cell::Cell::new(0usize));
+                let mut tasks = Vec::new();
+                for f in files {
+                    let most = most.clone();
+                    tasks.push(uring::spawn(async move {
+                        for round in 0..10u64 {
+                            let (res, _) = f.write_all_at(vec![7u8; 256 << 10], round << 18).await;
+                            res.unwrap();
+                            f.sync_all().await.unwrap();
+                            most.set(most.get().max(iowq_workers()));
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                most.get()
+            });
+            drop(rt);
+            // The kernel's workers of a closed ring linger a little: wait until they are gone.
+            let start = std::time::Instant::now();
+            while iowq_workers() > 0 && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        };
+        let uncapped = most(false);
+        let capped = most(true);
+        assert!(capped <= 1, "{capped} io-wq workers with a cap of one");
+        assert!(
+            uncapped > 1,
+            "the load starts several workers without a cap ({uncapped})"
+        );
+        println!("CHILD-OK at most {capped} io-wq worker(s) with the cap, {uncapped} without");
+    });
+}
+
+async fn futures_files(paths: &[std::path::PathBuf]) -> Vec<uring::fs::File> {
+    let mut files = Vec::new();
+    for p in paths {
+        files.push(
+            uring::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(p)
+                .await
+                .unwrap(),
+        );
+    }
+    files
+}
+
+/// The kernel's io-wq worker threads of this process (named `iou-wrk-<owner tid>`).
+fn iowq_workers() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .filter(|c| c.starts_with("iou-wrk"))
+                .count()
+        })
+        .unwrap_or(0)
 }

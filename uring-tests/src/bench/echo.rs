@@ -719,11 +719,16 @@ mod tests {
     fn check_server(kind: ServerKind) {
         let addr = start_in_process(kind);
         for (conns, size) in [(1, 64), (20, 4096), (3, 100_000)] {
-            let r = short_load(addr, conns, size).expect("load runs and every byte checks out");
-            assert!(
-                r.requests > 0,
-                "{kind:?} {conns}x{size}: no request completed"
-            );
+            // A short window can see no request on a loaded machine: try a few windows before
+            // calling the server broken (every byte of every window is checked either way).
+            let r = (0..5)
+                .map(|_| {
+                    short_load(addr, conns, size).expect("load runs and every byte checks out")
+                })
+                .find(|r| r.requests > 0);
+            let Some(r) = r else {
+                panic!("{kind:?} {conns}x{size}: no request completed in five windows");
+            };
             assert!(r.p50 <= r.p99, "{r:?}");
             assert!(r.cpu_us_per_req().is_some());
         }
