@@ -346,20 +346,22 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowFigures>> {
 }
 
 /// The first three fields of /proc/loadavg.
-fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_string())
 }
 
-fn context(e: io::Error, kind: ServerKind, conns: usize, size: usize) -> io::Error {
+/// `e` with the server and row it happened in.
+pub fn context(e: io::Error, kind: ServerKind, conns: usize, size: usize) -> io::Error {
     io::Error::new(
         e.kind(),
         format!("{} server, {conns} conns x {size} B: {e}", kind.name()),
     )
 }
 
-fn medians(rs: &[LoadResult]) -> Figures {
+/// The medians over measured windows of each figure.
+pub fn medians(rs: &[LoadResult]) -> Figures {
     let med = |f: &dyn Fn(&LoadResult) -> f64| {
         let mut v: Vec<f64> = rs.iter().map(f).filter(|x| x.is_finite()).collect();
         super::median(&mut v)
@@ -511,7 +513,8 @@ fn print_breakdown(results: &[RowFigures]) {
     );
 }
 
-fn size_name(size: usize) -> String {
+/// A message size as the tables write it (`64 B`, `4 KiB`).
+pub fn size_name(size: usize) -> String {
     if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
@@ -520,16 +523,44 @@ fn size_name(size: usize) -> String {
 }
 
 /// An echo server in its own process, killed when dropped.
-struct ServerProcess {
+pub struct ServerProcess {
     child: Child,
-    addr: SocketAddr,
+    /// Where it listens.
+    pub addr: SocketAddr,
 }
 
 impl ServerProcess {
-    fn start(exe: &PathBuf, kind: ServerKind, cpu: Option<usize>) -> io::Result<ServerProcess> {
+    /// Starts the `kind` server from `exe` (see [`server_exe`]) on a free port of 127.0.0.1,
+    /// pinned to `cpu` unless it runs on several threads, and waits until it listens.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started or does not print its address.
+    pub fn start(exe: &PathBuf, kind: ServerKind, cpu: Option<usize>) -> io::Result<ServerProcess> {
+        ServerProcess::start_with(exe, kind, cpu, None)
+    }
+
+    /// As [`ServerProcess::start`], with each connection's read buffer `buf` bytes long
+    /// instead of [`server::BUF_SIZE`] (uring and tokio servers only; see
+    /// [`server::set_conn_buf`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerProcess::start`].
+    pub fn start_with(
+        exe: &PathBuf,
+        kind: ServerKind,
+        cpu: Option<usize>,
+        buf: Option<usize>,
+    ) -> io::Result<ServerProcess> {
         let mut cmd = Command::new(exe);
         cmd.args(["--runtime", kind.name(), "--addr", "127.0.0.1:0"]);
-        if let Some(c) = cpu {
+        if let Some(b) = buf {
+            cmd.args(["--buf", &b.to_string()]);
+        }
+        // Threads inherit their creator's affinity: a pinned many-core server would run all its
+        // workers on one CPU.
+        if let Some(c) = cpu.filter(|_| kind.threads() == 1) {
             cmd.args(["--cpu", &c.to_string()]);
         }
         let mut child = cmd
@@ -555,6 +586,11 @@ impl ServerProcess {
         };
         Ok(ServerProcess { child, addr })
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ServerProcess {
@@ -567,7 +603,7 @@ impl Drop for ServerProcess {
 /// The echo-server binary: `$URING_ECHO_SERVER`, or the one next to the running executable
 /// (cargo puts a package's binaries in one directory). Under `cargo run` (`$CARGO` set) it is
 /// built first, so a stale or missing one is brought up to date.
-fn server_exe() -> io::Result<PathBuf> {
+pub fn server_exe() -> io::Result<PathBuf> {
     if let Some(p) = std::env::var_os("URING_ECHO_SERVER") {
         return Ok(PathBuf::from(p));
     }
@@ -605,7 +641,7 @@ fn server_exe() -> io::Result<PathBuf> {
 
 /// The CPUs for the load generator and the servers: the first two this process may run on, or
 /// none when it has only one.
-fn pick_cpus() -> (Option<usize>, Option<usize>) {
+pub fn pick_cpus() -> (Option<usize>, Option<usize>) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a live cpu_set_t of the size passed.
@@ -717,6 +753,27 @@ mod tests {
     fn raw_single_server_echoes_every_byte() {
         crate::watchdog(Duration::from_secs(120), || {
             check_server(ServerKind::RawSingle)
+        });
+    }
+
+    #[test]
+    fn uring_pool_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::UringPool)
+        });
+    }
+
+    #[test]
+    fn tokio_multi_thread_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::TokioMt)
+        });
+    }
+
+    #[test]
+    fn tokio_current_thread_pair_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::TokioCt)
         });
     }
 

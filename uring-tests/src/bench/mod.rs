@@ -4,6 +4,7 @@
 pub mod core;
 pub mod echo;
 pub mod fs;
+pub mod threads;
 
 /// Prints a table: a title, a header row and rows, columns padded to fit.
 pub fn print_table(title: &str, header: &[&str], rows: &[Vec<String>]) {
@@ -59,7 +60,7 @@ pub enum Better {
 /// One row of the closing summary: one work item, one figure, uring's value and each peer's.
 #[derive(Debug, Clone)]
 pub struct SummaryRow {
-    /// The suite it comes from (`core`, `echo`, `files`).
+    /// The suite it comes from (`core`, `threads`, `echo`, `files`).
     pub suite: &'static str,
     /// The work, as the suite's own table names it.
     pub work: String,
@@ -83,7 +84,17 @@ pub struct SummaryRow {
 pub const PEER_COLUMNS: &[(&str, &str)] = &[
     (
         "tokio",
-        "tokio current_thread (core, echo); tokio::fs seek+read/write_all (files)",
+        "tokio current_thread (core, echo; threads: spawn_blocking, memory); tokio::fs \
+         seek+read/write_all (files)",
+    ),
+    (
+        "tokio mt",
+        "tokio multi-thread runtime with 2 workers (threads)",
+    ),
+    (
+        "tokio ct x2",
+        "two tokio current_thread runtimes on two threads, an SO_REUSEPORT listener each \
+         (threads)",
     ),
     (
         "io_uring loop",

@@ -1,18 +1,19 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
-//! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core, echo,
-//! files; about a minute) and ends with one summary table of every figure against every peer.
-//! `-- --full` runs the whole suite with its full defaults (about 8 minutes, most of it the file
-//! suite, which writes a 1 GiB file), also ending with the summary. `-- core|echo|fs` runs one
-//! suite with its full defaults. `-- core ROW` runs one row of the core suite (for profiling:
-//! `perf record -g target/release/bench core spawn --only uring`), `-- echo 50x64` one row of the
-//! echo suite. `--rounds N` sets the rounds per figure of the core and echo suites; `--only
+//! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
+//! threads, echo, files; about a minute and a half) and ends with one summary table of every
+//! figure against every peer. `-- --full` runs the whole suite with its full defaults (about 10
+//! minutes, most of it the file suite, which writes a 1 GiB file), also ending with the summary.
+//! `-- core|threads|echo|fs` runs one suite with its full defaults. `-- core ROW` runs one row of
+//! the core suite (for profiling: `perf record -g target/release/bench core spawn --only
+//! uring`), `-- threads spawn` one row of the threads suite, `-- echo 50x64` one row of the echo
+//! suite. `--rounds N` sets the rounds per figure of the core, threads and echo suites; `--only
 //! uring|tokio` runs one side of the core suite. `-- fs --help` lists the file suite's own
 //! options.
 //!
 //! The short pass does the same kind of work as the full suite and prints the same kind of
-//! ratios, with less of it: the core suite unchanged (it takes seconds), two echo rows in shorter
-//! windows, four file workloads on a smaller file in shorter rounds with the main peers. The
+//! ratios, with less of it: the core suite unchanged (it takes seconds), the threads suite with
+//! fewer rounds and two echo rows, two echo rows in shorter windows, four file workloads on a smaller file in shorter rounds with the main peers. The
 //! suites measure for fixed durations, so a busy machine makes the figures noisier but the pass
 //! hardly longer.
 
@@ -20,24 +21,28 @@ use std::time::{Duration, Instant};
 use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
-    "usage: bench [--full] [all|core|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
-  (no arguments)  the short pass of every suite, about a minute, then one summary table of uring
-                  against every peer: the core suite as in full; echo rows 50x64 and 500x4096,
+    "usage: bench [--full] [all|core|threads|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
+  (no arguments)  the short pass of every suite, about a minute and a half, then one summary
+                  table of uring against every peer: the core suite as in full; the threads
+                  suite with fewer rounds (echo on 2 threads at 50x64 and 500x4096, 10k idle
+                  connections once); echo rows 50x64 and 500x4096,
                   5 windows of 0.4 s per server; four file workloads (hot and O_DIRECT 4K random
                   reads at QD32, 1M sequential reads, 4K random writes) on a 256 MiB file, 3 rounds
                   of 0.5 s, against tokio::fs, spawn_blocking, a std loop, a bare io_uring loop
                   and fio (where installed)
-  --full          the whole suite with its full defaults (about 8 minutes, most of it the file
+  --full          the whole suite with its full defaults (about 10 minutes, most of it the file
                   suite on a 1 GiB file; every echo row and file workload), then the summary table
   all             the same as no suite (the short pass, or the whole suite with --full)
   core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
+  threads [ROW]   the threads suite (uring::Pool against tokio multi-thread), or one row of it
+                  (spawn, blocking, echo, memory)
   echo [ROW]      the echo suite, or one row, CONNSxBYTES (e.g. 50x64); URING_BENCH_QUICK=1 for
                   short windows
   fs ARGS         the file suite with its own options (bench fs --help)
-  --rounds N      rounds per figure of the core and echo suites (in the short pass: echo windows
-                  per server)
+  --rounds N      rounds per figure of the core, threads and echo suites (in the short pass: echo
+                  windows per server)
   --only R        run one side of the core suite only, uring or tokio (for profiling)
-  A single suite (core, echo, fs) runs with its full defaults and prints its own tables only.";
+  A single suite (core, threads, echo, fs) runs with its full defaults and prints its own tables only.";
 
 /// Measured windows per echo server and row in the short pass. Five, not the full suite's ten:
 /// an odd count, so the median is a measured window, and enough that one burst of noise on the
@@ -84,12 +89,18 @@ fn main() {
         }
     }
     let suite = suite.unwrap_or_else(|| "all".to_string());
-    if !matches!(suite.as_str(), "all" | "core" | "echo" | "fs") {
+    if !matches!(suite.as_str(), "all" | "core" | "threads" | "echo" | "fs") {
         fail(&format!("unknown suite {suite:?}"));
     }
     if let Some(r) = &row {
-        if suite != "core" && suite != "echo" {
-            fail("a row can only be picked within the core or echo suite");
+        if !matches!(suite.as_str(), "core" | "threads" | "echo") {
+            fail("a row can only be picked within the core, threads or echo suite");
+        }
+        if suite == "threads" && !bench::threads::ROWS.contains(&r.as_str()) {
+            fail(&format!(
+                "unknown threads row {r:?}; rows are {:?}",
+                bench::threads::ROWS
+            ));
         }
         if suite == "core" && !bench::core::ROWS.contains(&r.as_str()) {
             fail(&format!(
@@ -110,6 +121,12 @@ fn main() {
             bench::core::run(&core_opts);
             return;
         }
+        "threads" => {
+            let mut opts = bench::threads::Options::full(rounds);
+            opts.row = row.clone();
+            bench::threads::run(&opts);
+            return;
+        }
         "echo" => {
             bench::echo::run(
                 rounds.unwrap_or(bench::echo::DEFAULT_ROUNDS),
@@ -126,11 +143,11 @@ fn main() {
 
     let pass = if full { "full suite" } else { "short pass" };
     println!(
-        "bench: {pass} of every suite (core, echo, files); {}",
+        "bench: {pass} of every suite (core, threads, echo, files); {}",
         if full {
-            "about 8 minutes"
+            "about 10 minutes"
         } else {
-            "about a minute; `--full` runs the whole suite (about 8 minutes)"
+            "about a minute and a half; `--full` runs the whole suite (about 10 minutes)"
         }
     );
     let start = Instant::now();
@@ -140,6 +157,14 @@ fn main() {
     let t = Instant::now();
     summary.extend(bench::core::run(&core_opts));
     took.push(("core", t.elapsed()));
+
+    let t = Instant::now();
+    summary.extend(bench::threads::run(&if full {
+        bench::threads::Options::full(rounds)
+    } else {
+        bench::threads::Options::short(rounds)
+    }));
+    took.push(("threads", t.elapsed()));
 
     let t = Instant::now();
     let echo = if full {
@@ -168,8 +193,9 @@ fn main() {
         &summary,
     );
     println!(
-        "- ratios: core, uring's median over its rounds / the peer's; echo and files, the median \
-         of per-round ratios (each round measures both sides back to back), as in the tables above."
+        "- ratios: core and threads (spawn, spawn_blocking, memory), uring's median over its \
+         rounds / the peer's; echo, threads echo and files, the median of per-round ratios (each \
+         round measures both sides back to back), as in the tables above."
     );
     println!(
         "\nbench: {pass} took {:.0} s ({})",

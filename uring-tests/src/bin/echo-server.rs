@@ -1,18 +1,22 @@
-//! An echo server for the echo benchmark: `echo-server --runtime uring|tokio|raw|raw-single
-//! --addr ADDR [--cpu N]`. Pins itself to cpu N if given, prints its bound address on stdout,
-//! and serves until killed.
+//! An echo server for the echo benchmark: `echo-server --runtime
+//! uring|tokio|raw|raw-single|uring-pool2|tokio-mt2|tokio-ct2 --addr ADDR [--cpu N] [--buf
+//! BYTES]`. Pins itself to cpu N if given, prints its bound address on stdout, and serves until
+//! killed. The last three serve on 2 threads (for the `threads` suite).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use uring_tests::bench::echo::{self, ServerKind};
 
-const USAGE: &str =
-    "usage: echo-server --runtime uring|tokio|raw|raw-single [--addr ADDR] [--cpu N]
+const USAGE: &str = "usage: echo-server --runtime SERVER [--addr ADDR] [--cpu N] [--buf BYTES]
        echo-server --bench [CONNSxBYTES] [--rounds N]   (the echo suite alone, as `bench echo`)
        echo-server --load ADDR [--conns N] [--size BYTES] [--secs S] [--pid SERVER_PID] [--cpu N]
                    (only the load generator, against a running server: for profiling one)
+  SERVER  uring, tokio (current_thread), raw, raw-single (hand-written io_uring loops), or on
+          2 threads: uring-pool2 (uring::Pool, an SO_REUSEPORT listener per worker), tokio-mt2
+          (tokio multi-thread, one listener), tokio-ct2 (2 current_thread runtimes, SO_REUSEPORT)
   --addr  where to listen (default 127.0.0.1:0: any free port); the bound address is printed
-  --cpu   pin the server to this cpu";
+  --cpu   pin the server to this cpu
+  --buf   each connection's read buffer in bytes (uring and tokio servers; default 16384)";
 
 fn main() {
     let mut kind = None;
@@ -57,6 +61,7 @@ fn main() {
                         .unwrap_or_else(|_| fail(&format!("--cpu {v:?} is not a cpu number"))),
                 );
             }
+            "--buf" => echo::server::set_conn_buf(number(&value("--buf")) as usize),
             "--bench" => bench = true,
             "--load" => {
                 let v = value("--load");
