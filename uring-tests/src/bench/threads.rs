@@ -92,18 +92,19 @@ impl Options {
         }
     }
 
-    /// The short pass `bench` runs by default (about 25 s): every row, with rounds of 20k
-    /// `spawn_blocking` round trips (scaled to 100k), two echo rows (50 x 64 B and 500 x 4 KiB,
-    /// as the echo suite's short pass) in 5 windows of 0.4 s, and one memory round.
+    /// The short pass `bench` runs by default (about 15 s, so that the whole default pass stays
+    /// well under 2 minutes): every row, with 3 rounds of 10k `spawn_blocking` round trips
+    /// (scaled to 100k), two echo rows (50 x 64 B and 500 x 4 KiB, as the echo suite's short
+    /// pass) in 3 windows of 0.3 s per server, and one memory round.
     pub fn short(rounds: Option<usize>) -> Options {
         Options {
-            spawn_rounds: rounds.unwrap_or(5),
-            blocking_rounds: rounds.unwrap_or(5),
-            blocking_trips: BLOCKING_TRIPS / 5,
+            spawn_rounds: rounds.unwrap_or(3),
+            blocking_rounds: rounds.unwrap_or(3),
+            blocking_trips: BLOCKING_TRIPS / 10,
             echo_rows: vec![(50, 64), (500, 4096)],
-            echo_rounds: rounds.unwrap_or(5),
+            echo_rounds: rounds.unwrap_or(3),
             echo_warmup: Duration::from_millis(100),
-            echo_measure: Duration::from_millis(400),
+            echo_measure: Duration::from_millis(300),
             idle_conns: IDLE_CONNS,
             memory_bufs: vec![echo::server::BUF_SIZE, 64],
             memory_rounds: 1,
