@@ -477,3 +477,31 @@ fn iowq_workers() -> usize {
         })
         .unwrap_or(0)
 }
+
+#[test]
+fn pinned_workers_each_run_on_their_own_cpu() {
+    watchdog(LIMIT, || {
+        let p = Pool::builder().threads(2).pin_cpus(true).build().unwrap();
+        let cpus = p.run_each(|_| async {
+            // SAFETY: INV-ffi: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes
+            // into the set we own, of the size we pass.
+            let set = unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                assert_eq!(
+                    libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                    0
+                );
+                set
+            };
+            (0..libc::CPU_SETSIZE as usize)
+                // SAFETY: INV-ffi: CPU_ISSET reads a bit of the set we own, within CPU_SETSIZE.
+                .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+                .collect::<Vec<_>>()
+        });
+        assert!(cpus.iter().all(|c| c.len() == 1), "one CPU each: {cpus:?}");
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if available >= 2 {
+            assert_ne!(cpus[0], cpus[1], "different CPUs: {cpus:?}");
+        }
+    });
+}
