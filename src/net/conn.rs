@@ -3,17 +3,20 @@
 //! back to the next read, in order.
 
 use crate::buf::{IoBuf, IoBufMut};
+use crate::fd::SharedFd;
 use crate::net::socket::Socket;
 use crate::net::stash::{Framing, Stash, Stashed, Taken};
 use crate::op::net as op;
 use crate::op::net::RecvSink;
 use crate::BufResult;
 use socket2::SockAddr;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 /// A socket that reads (a stream, one of its halves, or a datagram socket) and its stash,
 /// shared by every handle of the socket.
@@ -62,15 +65,11 @@ impl Conn {
     }
 
     /// A stream read into `buf` from its start up to its capacity; 0 at end of stream.
-    pub(crate) async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
-        let room = buf.bytes_total();
-        match poll_fn(|cx| self.stash.poll_stream(cx, room)).await {
-            None => op::recv(self.socket.fd(), buf, self.sink()).await,
-            Some(Stashed::Bytes(bytes)) => {
-                let n = fill(std::slice::from_mut(&mut buf), &bytes);
-                (Ok(n), buf)
-            }
-            Some(Stashed::End(res)) => (res, buf),
+    pub(crate) fn read<B: IoBufMut>(&self, buf: B) -> Read<B> {
+        Read {
+            stash: self.stash.clone(),
+            fd: self.socket.fd().clone(),
+            state: ReadState::Gate(Some(buf)),
         }
     }
 
@@ -90,7 +89,7 @@ impl Conn {
     /// Receives one datagram into `buf` (truncated to its capacity).
     pub(crate) async fn recv<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
         match poll_fn(|cx| self.stash.poll_datagram(cx)).await {
-            None => op::recv(self.socket.fd(), buf, self.sink()).await,
+            None => op::RecvOp::new(self.socket.fd().clone(), buf, self.sink()).await,
             Some(Taken::Datagram(data, _)) => {
                 let n = fill(std::slice::from_mut(&mut buf), &data);
                 (Ok(n), buf)
@@ -132,6 +131,50 @@ impl Conn {
 
     pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         op::shutdown(self.socket.fd(), how).await
+    }
+}
+
+/// A stream read that owns what it needs (the stash and the fd, both counted), so it can be
+/// kept in a struct across polls: the stash's bytes first (no syscall), else a receive. The
+/// one read path of every stream, half and compat adapter.
+pub(crate) struct Read<B: IoBufMut> {
+    stash: Rc<Stash>,
+    fd: SharedFd,
+    state: ReadState<B>,
+}
+
+enum ReadState<B: IoBufMut> {
+    /// At the stash's gate, with the buffer.
+    Gate(Option<B>),
+    /// The receive is in flight.
+    Receiving(op::RecvOp<B>),
+}
+
+impl<B: IoBufMut> Future for Read<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let ReadState::Gate(buf) = &mut this.state {
+            let room = buf.as_ref().map_or(0, |b| b.bytes_total());
+            let stashed = std::task::ready!(this.stash.poll_stream(cx, room));
+            let mut buf = buf.take().expect("a read polled after it completed");
+            match stashed {
+                Some(Stashed::Bytes(bytes)) => {
+                    let n = fill(std::slice::from_mut(&mut buf), &bytes);
+                    return Poll::Ready((Ok(n), buf));
+                }
+                Some(Stashed::End(res)) => return Poll::Ready((res, buf)),
+                None => {
+                    let sink: Rc<dyn RecvSink> = this.stash.clone();
+                    this.state = ReadState::Receiving(op::RecvOp::new(this.fd.clone(), buf, sink));
+                }
+            }
+        }
+        match &mut this.state {
+            ReadState::Receiving(recv) => Pin::new(recv).poll(cx),
+            ReadState::Gate(_) => unreachable!("the receive was just started"),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 mod recv;
-pub(crate) use recv::{recv, recv_from, recv_vectored, Received, RecvSink};
+pub(crate) use recv::{recv_from, recv_vectored, Received, RecvOp, RecvSink};
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;
@@ -206,12 +206,29 @@ unsafe impl<B: IoBuf> OpCode for Send<B> {
 
 /// Sends the buffer's initialized bytes on a connected socket; returns how many it took.
 pub(crate) async fn send<B: IoBuf>(fd: &SharedFd, buf: B) -> BufResult<usize, B> {
-    let (c, op) = Op::new(Send {
-        fd: fd.clone(),
-        buf,
-    })
-    .await;
-    (cqe_result(c).map(|n| n as usize), op.buf)
+    SendOp::new(fd.clone(), buf).await
+}
+
+/// A send as a named future that owns all it needs (see [`RecvOp`]).
+pub(crate) struct SendOp<B: IoBuf>(Op<Send<B>>);
+
+impl<B: IoBuf> SendOp<B> {
+    /// A send of `buf`'s initialized bytes on `fd`.
+    pub(crate) fn new(fd: SharedFd, buf: B) -> SendOp<B> {
+        SendOp(Op::new(Send { fd, buf }))
+    }
+}
+
+impl<B: IoBuf> std::future::Future for SendOp<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let (c, op) = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        std::task::Poll::Ready((cqe_result(c).map(|n| n as usize), op.buf))
+    }
 }
 
 /// The kernel-visible part of a one-buffer sendmsg/recvmsg: header, address and iovec together
@@ -344,15 +361,32 @@ unsafe impl OpCode for Shutdown {
 
 /// Shuts down the read side, the write side or both of a connected socket.
 pub(crate) async fn shutdown(fd: &SharedFd, how: std::net::Shutdown) -> io::Result<()> {
-    let how = match how {
-        std::net::Shutdown::Read => libc::SHUT_RD,
-        std::net::Shutdown::Write => libc::SHUT_WR,
-        std::net::Shutdown::Both => libc::SHUT_RDWR,
-    };
-    let (c, _) = Op::new(Shutdown {
-        fd: fd.clone(),
-        how,
-    })
-    .await;
-    cqe_result(c).map(|_| ())
+    ShutdownOp::new(fd.clone(), how).await
+}
+
+/// A shutdown as a named future that owns all it needs (see [`RecvOp`]).
+pub(crate) struct ShutdownOp(Op<Shutdown>);
+
+impl ShutdownOp {
+    /// Shuts down `how` of the connected socket `fd`.
+    pub(crate) fn new(fd: SharedFd, how: std::net::Shutdown) -> ShutdownOp {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
+        ShutdownOp(Op::new(Shutdown { fd, how }))
+    }
+}
+
+impl std::future::Future for ShutdownOp {
+    type Output = io::Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let (c, _) = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        std::task::Poll::Ready(cqe_result(c).map(|_| ()))
+    }
 }

@@ -125,22 +125,33 @@ unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     }
 }
 
-/// Receives into `buf` from its start up to its capacity; 0 means end of stream (or an empty
-/// datagram). If the future is dropped while the kernel holds the receive, what it took goes
-/// to `sink`.
-pub(crate) async fn recv<B: IoBufMut>(
-    fd: &SharedFd,
-    buf: B,
-    sink: Rc<dyn RecvSink>,
-) -> BufResult<usize, B> {
-    let (c, op) = Op::new(Recv {
-        fd: fd.clone(),
-        buf,
-        leftovers: Leftovers::new(sink),
-    })
-    .await;
-    // SAFETY: INV-init: `c` is the completion of this receive into `op.buf`, from its start.
-    unsafe { filled(c, op.buf) }
+/// A receive into a buffer from its start up to its capacity (0 means end of stream, or an empty
+/// datagram), as a named future that owns all it needs, so it can be kept in a struct across
+/// polls. If it is dropped while the kernel holds the receive, what it took goes to its sink.
+pub(crate) struct RecvOp<B: IoBufMut>(Op<Recv<B>>);
+
+impl<B: IoBufMut> RecvOp<B> {
+    /// A receive on `fd` into `buf`.
+    pub(crate) fn new(fd: SharedFd, buf: B, sink: Rc<dyn RecvSink>) -> RecvOp<B> {
+        RecvOp(Op::new(Recv {
+            fd,
+            buf,
+            leftovers: Leftovers::new(sink),
+        }))
+    }
+}
+
+impl<B: IoBufMut> std::future::Future for RecvOp<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let (c, op) = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        // SAFETY: INV-init: `c` is the completion of this receive into `op.buf`, from its start.
+        std::task::Poll::Ready(unsafe { filled(c, op.buf) })
+    }
 }
 
 struct RecvMsg<B> {
