@@ -29,6 +29,8 @@ compile_error!("uring runs on Linux only: it is built on io_uring");
 
 pub mod blocking;
 pub mod buf;
+#[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+pub mod compat;
 mod driver;
 mod fd;
 pub mod fs;

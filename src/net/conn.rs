@@ -38,6 +38,12 @@ impl Conn {
         &self.socket
     }
 
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    /// Gives back stream bytes that were read but not consumed: the next read gets them first.
+    pub(crate) fn unread(&self, bytes: &[u8]) {
+        self.stash.unread(bytes);
+    }
+
     fn sink(&self) -> Rc<dyn RecvSink> {
         self.stash.clone()
     }

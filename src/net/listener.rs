@@ -192,6 +192,20 @@ impl<F: Family> fmt::Debug for Incoming<'_, F> {
     }
 }
 
+/// The accepted connections as a `futures_core::Stream` (feature `futures-io`), for
+/// combinators such as `StreamExt::for_each_concurrent`. Never ends, as [`Incoming::poll_next`].
+#[cfg(feature = "futures-io")]
+impl<F: Family> futures_core::Stream for Incoming<'_, F> {
+    type Item = io::Result<Stream<F>>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Stream<F>>>> {
+        Incoming::poll_next(self.get_mut(), cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::net::{TcpListener, TcpStream};

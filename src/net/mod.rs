@@ -83,7 +83,7 @@
 //! ```
 
 mod backoff;
-mod conn;
+pub(crate) mod conn;
 mod datagram;
 mod family;
 mod listener;

@@ -166,6 +166,22 @@ impl Stash {
         }
     }
 
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    /// Gives back stream bytes that were read but not consumed (an adapter's read buffer): they
+    /// come before everything the stash holds, so the next read gets them first.
+    pub(crate) fn unread(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.borrow_mut();
+        let start = inner.start;
+        let mut joined = Vec::with_capacity(bytes.len() + inner.bytes.len() - start);
+        joined.extend_from_slice(bytes);
+        joined.extend_from_slice(&inner.bytes[start..]);
+        inner.bytes = joined;
+        inner.start = 0;
+    }
+
     /// For a datagram receive: the next receive an abandoned one took (`Ready(Some)`), nothing
     /// (`Ready(None)`), or `Pending` while an abandoned receive is in flight.
     pub(crate) fn poll_datagram(&self, cx: &Context<'_>) -> Poll<Option<Taken>> {

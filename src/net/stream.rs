@@ -68,6 +68,12 @@ pub type OwnedReadHalf<F> = Stream<F, side::Read>;
 pub type OwnedWriteHalf<F> = Stream<F, side::Write>;
 
 impl<F: Family, S: Side> Stream<F, S> {
+    /// The socket and its stash, for adapters that keep their own ops in flight.
+    #[cfg(any(feature = "tokio-io", feature = "futures-io", feature = "hyper"))]
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
     fn from_conn(conn: Conn) -> Stream<F, S> {
         Stream {
             conn,

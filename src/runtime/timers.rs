@@ -27,13 +27,26 @@ struct Entry {
 }
 
 /// A runtime's timers.
-#[derive(Default)]
 pub(crate) struct Timers {
     /// (deadline, sequence, key). Entries whose timer was removed or reset stay until they
     /// surface.
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     entries: Slab<Entry>,
     seq: u64,
+}
+
+impl Default for Timers {
+    /// An empty table whose sequence numbers no other table of the process uses, so a key is
+    /// unique in the process (a sleep that keeps only its key can never match another runtime's
+    /// timer).
+    fn default() -> Timers {
+        static TABLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Timers {
+            heap: BinaryHeap::new(),
+            entries: Slab::new(),
+            seq: TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40,
+        }
+    }
 }
 
 impl Timers {
