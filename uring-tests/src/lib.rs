@@ -320,5 +320,6 @@ pub fn zeroed_empty(capacity: usize) -> Vec<u8> {
 }
 
 pub mod bench;
+pub mod e2e;
 pub mod fuse;
 pub mod net;

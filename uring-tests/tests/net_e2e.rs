@@ -2,148 +2,20 @@
 //! (a 64 MiB random file, compared by `sha256sum`), `nc -N` half-close through the proxy, and
 //! `examples/echo` serving a plain std client.
 //!
-//! The example binaries are the ones `cargo test --workspace` builds (it builds the root
-//! package's examples into `target/<profile>/examples/`). The tools come from Debian packages
-//! (`.ci/run` installs them): `apt-get install -y curl netcat-openbsd python3 coreutils`.
+//! The example binaries and the tools are those of `uring_tests::e2e` (`.ci/test` installs the
+//! tools).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use uring_tests::watchdog;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use uring_tests::e2e::{
+    example, require, sha256sum, start_example, start_example_with, start_python_http_server,
+    wait_with_limit, write_random_file,
+};
+use uring_tests::{watchdog, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(300);
-
-/// A child process killed (by its own pid) and reaped when the test is done with it.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `target/<profile>/examples/NAME`, next to this test binary's `target/<profile>/deps/`.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = profile_dir.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (which builds the uring \
-         package's examples), or build it first with `cargo build --examples`",
-        path.display()
-    );
-    path
-}
-
-/// Fails (never skips) when a required program is not installed.
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is not installed; this test needs it: apt-get install -y {package}"
-    );
-}
-
-/// Starts an example that prints its listening address as its first stdout line.
-fn start_example(name: &str, args: &[&str]) -> (Guard, SocketAddr) {
-    start_example_with(name, args, Stdio::inherit())
-}
-
-fn start_example_with(name: &str, args: &[&str], stderr: Stdio) -> (Guard, SocketAddr) {
-    let mut child = Command::new(example(name))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{name} printed {line:?}, not an address: {e}"));
-    (Guard(child), addr)
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("uring-e2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sha256sum(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().unwrap();
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Writes `len` pseudo-random bytes (xorshift; incompressible enough for a transfer test).
-fn write_random_file(path: &Path, len: usize) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in chunk.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
-        }
-        let n = left.min(chunk.len());
-        f.write_all(&chunk[..n]).unwrap();
-        left -= n;
-    }
-    f.flush().unwrap();
-}
-
-/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
-fn wait_with_limit(mut child: Child, limit: Duration, what: &str) -> std::process::Output {
-    let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{what} did not finish within {limit:?}; stdout {:?}, stderr {:?}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn curl_fetches_64_mib_through_the_proxy_intact() {
@@ -166,44 +38,18 @@ fn curl_through_the_proxy(extra: &[&'static str]) {
         } else {
             "curl-threads"
         });
-        let served = dir.0.join("www");
+        let served = dir.path("www");
         std::fs::create_dir_all(&served).unwrap();
         let file = served.join("big.bin");
         write_random_file(&file, 64 << 20);
 
-        let mut http = Command::new("python3")
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(&served)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        let mut line = String::new();
-        BufReader::new(http.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let _http = Guard(http);
-        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
-        let port: u16 = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected http.server banner {line:?}"));
-        let upstream = format!("127.0.0.1:{port}");
+        let (_http, upstream) = start_python_http_server(&served);
+        let upstream = upstream.to_string();
 
         let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", &upstream];
         args.extend(&extra);
         let (_proxy, proxy_addr) = start_example("proxy", &args);
-        let out_file = dir.0.join("fetched.bin");
+        let out_file = dir.path("fetched.bin");
         let curl = Command::new("curl")
             .args(["-sS", "--fail", "--max-time", "240", "-o"])
             .arg(&out_file)
