@@ -180,7 +180,10 @@ impl Reader {
                     let mut buf = self
                         .buf
                         .take()
-                        .unwrap_or_else(|| Vec::with_capacity(READ_BUF));
+                        // Zeroed once per adapter (calloc): memory checkers such as
+                        // valgrind cannot see the kernel's writes, and would flag every byte
+                        // read into a fresh allocation as uninitialised.
+                        .unwrap_or_else(|| vec![0; READ_BUF]);
                     buf.clear();
                     self.pos = 0;
                     self.op.insert(conn.read(buf))
