@@ -604,7 +604,14 @@ impl Drop for ServerProcess {
 /// (cargo puts a package's binaries in one directory). Under `cargo run` (`$CARGO` set) it is
 /// built first, so a stale or missing one is brought up to date.
 pub fn server_exe() -> io::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("URING_ECHO_SERVER") {
+    bench_exe("echo-server", "URING_ECHO_SERVER")
+}
+
+/// The uring-tests binary `name`: `$env`, or the one next to the running executable (cargo
+/// puts a package's binaries in one directory). Under `cargo run` (`$CARGO` set) it is built
+/// first, so a stale or missing one is brought up to date.
+pub fn bench_exe(name: &str, env: &str) -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let me = std::env::current_exe()?;
@@ -614,25 +621,25 @@ pub fn server_exe() -> io::Result<PathBuf> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let release = me.components().any(|c| c.as_os_str() == "release");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "uring-tests", "--bin", "echo-server"]);
+        cmd.args(["build", "-q", "-p", "uring-tests", "--bin", name]);
         if release {
             cmd.arg("--release");
         }
         let status = cmd.stderr(Stdio::null()).status()?;
         if !status.success() {
-            return Err(io::Error::other(
-                "building echo-server failed: run `cargo build --release -p uring-tests --bins`",
-            ));
+            return Err(io::Error::other(format!(
+                "building {name} failed: run `cargo build --release -p uring-tests --bins`"
+            )));
         }
     }
     // Test binaries live one level deeper, in deps/.
-    let candidates = [dir.join("echo-server"), dir.join("../echo-server")];
+    let candidates = [dir.join(name), dir.join("..").join(name)];
     candidates.into_iter().find(|p| p.exists()).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!(
-                "no echo-server binary next to {}: build it with \
-                 `cargo build --release -p uring-tests --bins` or set URING_ECHO_SERVER",
+                "no {name} binary next to {}: build it with \
+                 `cargo build --release -p uring-tests --bins` or set {env}",
                 me.display()
             ),
         )

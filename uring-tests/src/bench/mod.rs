@@ -4,6 +4,7 @@
 pub mod core;
 pub mod echo;
 pub mod fs;
+pub mod http;
 pub mod threads;
 
 /// Prints a table: a title, a header row and rows, columns padded to fit.
@@ -60,7 +61,7 @@ pub enum Better {
 /// One row of the closing summary: one work item, one figure, uring's value and each peer's.
 #[derive(Debug, Clone)]
 pub struct SummaryRow {
-    /// The suite it comes from (`core`, `threads`, `echo`, `files`).
+    /// The suite it comes from (`core`, `threads`, `echo`, `http`, `files`).
     pub suite: &'static str,
     /// The work, as the suite's own table names it.
     pub work: String,
@@ -84,8 +85,8 @@ pub struct SummaryRow {
 pub const PEER_COLUMNS: &[(&str, &str)] = &[
     (
         "tokio",
-        "tokio current_thread (core, echo; threads: spawn_blocking, memory); tokio::fs \
-         seek+read/write_all (files)",
+        "tokio current_thread (core, echo; http: with a LocalSet; threads: spawn_blocking, \
+         memory); tokio::fs seek+read/write_all (files)",
     ),
     (
         "tokio mt",

@@ -1,19 +1,21 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
-//! threads, echo, files; about a minute and a half) and ends with one summary table of every
-//! figure against every peer. `-- --full` runs the whole suite with its full defaults (about 10
-//! minutes, most of it the file suite, which writes a 1 GiB file), also ending with the summary.
-//! `-- core|threads|echo|fs` runs one suite with its full defaults. `-- core ROW` runs one row of
-//! the core suite (for profiling: `perf record -g target/release/bench core spawn --only
-//! uring`), `-- threads spawn` one row of the threads suite, `-- echo 50x64` one row of the echo
-//! suite. `--rounds N` sets the rounds per figure of the core, threads and echo suites; `--only
-//! uring|tokio` runs one side of the core suite. `-- fs --help` lists the file suite's own
-//! options.
+//! threads, echo, http, files; about a minute and a half) and ends with one summary table of
+//! every figure against every peer. `-- --full` runs the whole suite with its full defaults
+//! (about 12 minutes, most of it the file suite, which writes a 1 GiB file), also ending with
+//! the summary. `-- core|threads|echo|http|fs` runs one suite with its full defaults. `-- core
+//! ROW` runs one row of the core suite (for profiling: `perf record -g target/release/bench core
+//! spawn --only uring`), `-- threads spawn` one row of the threads suite, `-- echo 50x64` one
+//! row of the echo suite, `-- http h2x50` one row of the http suite. `--rounds N` sets the
+//! rounds per figure of the core, threads, echo and http suites; `--only uring|tokio` runs one
+//! side of the core suite. `-- fs --help` lists the file suite's own options.
 //!
 //! The short pass does the same kind of work as the full suite and prints the same kind of
 //! ratios, with less of it: the core suite unchanged (it takes seconds), the threads suite with
-//! fewer rounds and two echo rows, two echo rows in shorter windows, four file workloads on a smaller file in shorter rounds with the main peers. The
+//! fewer rounds and two echo rows, two echo rows in shorter windows, the http suite's four rows
+//! in 3 rounds of 0.6 s windows, four file workloads on a smaller file in shorter rounds with
+//! the main peers. The
 //! suites measure for fixed durations, so a busy machine makes the figures noisier but the pass
 //! hardly longer.
 
@@ -21,16 +23,18 @@ use std::time::{Duration, Instant};
 use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
-    "usage: bench [--full] [all|core|threads|echo|fs] [ROW] [--rounds N] [--only uring|tokio]
+    "usage: bench [--full] [all|core|threads|echo|http|fs] [ROW] [--rounds N] [--only uring|tokio]
   (no arguments)  the short pass of every suite, about a minute and a half, then one summary
                   table of uring against every peer: the core suite as in full; the threads
                   suite with fewer rounds (echo on 2 threads at 50x64 and 500x4096, 10k idle
                   connections once); echo rows 50x64 and 500x4096,
-                  5 windows of 0.4 s per server; four file workloads (hot and O_DIRECT 4K random
+                  5 windows of 0.4 s per server; the http rows (wrk at 50 and 500 connections,
+                  h2load at 50x10 and 500x1 streams) in 3 rounds of 0.6 s windows per server;
+                  four file workloads (hot and O_DIRECT 4K random
                   reads at QD32, 1M sequential reads, 4K random writes) on a 256 MiB file, 3 rounds
                   of 0.5 s, against tokio::fs, spawn_blocking, a std loop, a bare io_uring loop
                   and fio (where installed)
-  --full          the whole suite with its full defaults (about 10 minutes, most of it the file
+  --full          the whole suite with its full defaults (about 12 minutes, most of it the file
                   suite on a 1 GiB file; every echo row and file workload), then the summary table
   all             the same as no suite (the short pass, or the whole suite with --full)
   core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
@@ -38,11 +42,14 @@ const USAGE: &str =
                   (spawn, blocking, echo, memory)
   echo [ROW]      the echo suite, or one row, CONNSxBYTES (e.g. 50x64); URING_BENCH_QUICK=1 for
                   short windows
+  http [ROW]      the http suite (the same hyper service on uring and tokio, under wrk and
+                  h2load, installed with apt-get when missing), or one row of it (h1x50,
+                  h1x500, h2x50, h2x500)
   fs ARGS         the file suite with its own options (bench fs --help)
-  --rounds N      rounds per figure of the core, threads and echo suites (in the short pass: echo
-                  windows per server)
+  --rounds N      rounds per figure of the core, threads, echo and http suites (in the short
+                  pass: echo windows per server)
   --only R        run one side of the core suite only, uring or tokio (for profiling)
-  A single suite (core, threads, echo, fs) runs with its full defaults and prints its own tables only.";
+  A single suite (core, threads, echo, http, fs) runs with its full defaults and prints its own tables only.";
 
 /// Measured windows per echo server and row in the short pass. Five, not the full suite's ten:
 /// an odd count, so the median is a measured window, and enough that one burst of noise on the
@@ -89,12 +96,21 @@ fn main() {
         }
     }
     let suite = suite.unwrap_or_else(|| "all".to_string());
-    if !matches!(suite.as_str(), "all" | "core" | "threads" | "echo" | "fs") {
+    if !matches!(
+        suite.as_str(),
+        "all" | "core" | "threads" | "echo" | "http" | "fs"
+    ) {
         fail(&format!("unknown suite {suite:?}"));
     }
     if let Some(r) = &row {
-        if !matches!(suite.as_str(), "core" | "threads" | "echo") {
-            fail("a row can only be picked within the core, threads or echo suite");
+        if !matches!(suite.as_str(), "core" | "threads" | "echo" | "http") {
+            fail("a row can only be picked within the core, threads, echo or http suite");
+        }
+        if suite == "http" && !bench::http::row_keys().contains(r) {
+            fail(&format!(
+                "unknown http row {r:?}; rows are {:?}",
+                bench::http::row_keys()
+            ));
         }
         if suite == "threads" && !bench::threads::ROWS.contains(&r.as_str()) {
             fail(&format!(
@@ -134,6 +150,14 @@ fn main() {
             );
             return;
         }
+        "http" => {
+            let mut opts = bench::http::Options::full(rounds);
+            if let Some(r) = &row {
+                opts = opts.only(r);
+            }
+            bench::http::run(&opts);
+            return;
+        }
         "fs" => {
             bench::fs::run(&[]);
             return;
@@ -143,9 +167,9 @@ fn main() {
 
     let pass = if full { "full suite" } else { "short pass" };
     println!(
-        "bench: {pass} of every suite (core, threads, echo, files); {}",
+        "bench: {pass} of every suite (core, threads, echo, http, files); {}",
         if full {
-            "about 10 minutes"
+            "about 12 minutes"
         } else {
             "about a minute and a half; `--full` runs the whole suite (about 10 minutes)"
         }
@@ -176,6 +200,14 @@ fn main() {
     took.push(("echo", t.elapsed()));
 
     let t = Instant::now();
+    summary.extend(bench::http::run(&if full {
+        bench::http::Options::full(rounds)
+    } else {
+        bench::http::Options::short(rounds)
+    }));
+    took.push(("http", t.elapsed()));
+
+    let t = Instant::now();
     if full {
         summary.extend(bench::fs::run(&[]));
     } else {
@@ -194,8 +226,8 @@ fn main() {
     );
     println!(
         "- ratios: core and threads (spawn, spawn_blocking, memory), uring's median over its \
-         rounds / the peer's; echo, threads echo and files, the median of per-round ratios (each \
-         round measures both sides back to back), as in the tables above."
+         rounds / the peer's; echo, threads echo, http and files, the median of per-round ratios \
+         (each round measures both sides back to back), as in the tables above."
     );
     println!(
         "\nbench: {pass} took {:.0} s ({})",
