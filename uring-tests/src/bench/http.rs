@@ -18,8 +18,13 @@
 //! the server's driver counters (`http-server --control`). Tables show medians over rounds;
 //! ratios uring/tokio are medians of the per-round ratios.
 //!
+//! The HTTP/1.1 rows also run two bare servers with no runtime and no HTTP library
+//! ([`bare`]: an io_uring loop and an epoll loop answering with fixed bytes): their ratio is
+//! what the kernel interface alone saves for this work, the floor under uring/tokio.
+//!
 //! Target, every row: uring <= 0.90x tokio's CPU per request and >= 1.00x its requests/s.
 
+pub mod bare;
 pub mod load;
 pub mod server;
 
@@ -84,6 +89,15 @@ impl Row {
                 self.conns,
                 if streams == 1 { "" } else { "s" }
             ),
+        }
+    }
+
+    /// The servers the row runs: all of them for HTTP/1.1, uring and tokio for HTTP/2 (the
+    /// bare servers speak HTTP/1.1 only).
+    pub fn servers(&self) -> &'static [Runtime] {
+        match self.tool {
+            Tool::Wrk => &Runtime::ALL,
+            Tool::H2load { .. } => &Runtime::ALL[..2],
         }
     }
 
@@ -187,10 +201,12 @@ impl RowResult {
     /// uring relative to tokio: (req/s ratio, CPU per request ratio), each the median over
     /// rounds of the ratio within a round.
     pub fn ratios(&self) -> (f64, f64) {
-        let (u, t) = (
-            &self.windows[index(Runtime::Uring)],
-            &self.windows[index(Runtime::Tokio)],
-        );
+        self.ratios_of(Runtime::Uring, Runtime::Tokio)
+    }
+
+    /// `a` relative to `b`, as [`RowResult::ratios`] (NaN when the row did not run them).
+    pub fn ratios_of(&self, a: Runtime, b: Runtime) -> (f64, f64) {
+        let (u, t) = (&self.windows[index(a)], &self.windows[index(b)]);
         let mut rate: Vec<f64> = u
             .iter()
             .zip(t)
@@ -292,15 +308,15 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowResult>> {
         .iter()
         .map(|&r| ServerProcess::start(&exe, r, server_cpu))
         .collect::<io::Result<_>>()?;
-    // Warm up: each tool once against each server, at the largest connection count.
+    // Warm up: each tool once against each server it loads, at the largest connection count.
     for s in &servers {
         for t in &usable {
             let conns = rows
                 .iter()
-                .filter(|r| r.tool.program() == t.program())
+                .filter(|r| r.tool.program() == t.program() && r.servers().contains(&s.runtime))
                 .map(|r| r.conns)
-                .max()
-                .unwrap_or(50);
+                .max();
+            let Some(conns) = conns else { continue };
             load::run(*t, s.addr, conns, opts.warmup, None, &scratch)
                 .map_err(|e| context(e, s.runtime, "warm-up"))?;
         }
@@ -308,9 +324,10 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowResult>> {
     let mut results = Vec::new();
     for &row in &rows {
         let mut windows: Vec<Vec<Window>> = vec![Vec::new(); servers.len()];
+        let serving: Vec<usize> = row.servers().iter().map(|&r| index(r)).collect();
         for round in 0..opts.rounds {
-            for k in 0..servers.len() {
-                let i = (k + round) % servers.len();
+            for k in 0..serving.len() {
+                let i = serving[(k + round) % serving.len()];
                 let w = servers[i]
                     .window(row, opts.window, &scratch)
                     .map_err(|e| context(e, servers[i].runtime, &row.load()))?;
@@ -319,10 +336,16 @@ pub fn run_with(opts: &Options) -> io::Result<Vec<RowResult>> {
         }
         let result = RowResult { row, windows };
         let (rate, cpu) = result.ratios();
+        let (_, floor) = result.ratios_of(Runtime::RawRing, Runtime::RawEpoll);
         eprintln!(
-            "http {} {}: uring/tokio req/s {rate:.2}x, CPU/req {cpu:.2}x",
+            "http {} {}: uring/tokio req/s {rate:.2}x, CPU/req {cpu:.2}x{}",
             row.protocol(),
-            row.load()
+            row.load(),
+            if floor.is_finite() {
+                format!("; bare loops raw-ring/raw-epoll CPU/req {floor:.2}x")
+            } else {
+                String::new()
+            }
         );
         results.push(result);
     }
@@ -437,7 +460,7 @@ fn print_tables(results: &[RowResult]) {
     };
     let mut rows = Vec::new();
     for r in results {
-        for &rt in &Runtime::ALL {
+        for &rt in r.row.servers() {
             let per_req = |w: &Window, n: fn((u64, u64)) -> u64| {
                 w.counters
                     .map(|c| n(c) as f64 / w.run.requests.max(1) as f64)
@@ -484,25 +507,38 @@ fn print_tables(results: &[RowResult]) {
         .iter()
         .map(|r| {
             let (rate, cpu) = r.ratios();
+            let ratio = |x: f64| {
+                if x.is_finite() {
+                    format!("{x:.2}x")
+                } else {
+                    "-".to_string()
+                }
+            };
             vec![
                 r.row.protocol().to_string(),
                 r.row.load(),
-                format!("{rate:.2}x"),
-                format!("{cpu:.2}x"),
+                ratio(rate),
+                ratio(cpu),
+                ratio(r.ratios_of(Runtime::RawRing, Runtime::RawEpoll).1),
+                ratio(r.ratios_of(Runtime::Uring, Runtime::RawRing).1),
                 r.status(),
             ]
         })
         .collect();
     print_table(
         &format!(
-            "http: uring/tokio, medians of the ratios within each round. Target: CPU/req <= \
-             {CPU_TARGET:.2}x and req/s >= {RATE_TARGET:.2}x tokio's"
+            "http: uring/tokio, medians of the ratios within each round (the bare loops' \
+             ratio is the kernel's floor: what io_uring saves against epoll with no runtime and \
+             no HTTP library on top). Target: CPU/req <= {CPU_TARGET:.2}x and req/s >= \
+             {RATE_TARGET:.2}x tokio's"
         ),
         &[
             "protocol",
             "load",
             "uring/tokio req/s",
             "uring/tokio CPU/req",
+            "raw-ring/raw-epoll CPU/req",
+            "uring/raw-ring CPU/req",
             "target",
         ],
         &rows,
@@ -631,6 +667,48 @@ mod tests {
             for t in tasks {
                 assert_eq!(&t.await.unwrap()[..], HELLO);
             }
+        });
+    }
+
+    /// Keep-alive requests one at a time, then two pipelined in one write, on one connection:
+    /// every one gets hyper's answer to `GET /`, byte for byte but the date.
+    fn bare_http1(addr: SocketAddr) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let answer = super::bare::RESPONSE;
+        for (requests, answers) in [(1, 1), (1, 1), (2, 2)] {
+            let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(requests);
+            s.write_all(&request).unwrap();
+            let mut got = vec![0u8; answer.len() * answers];
+            s.read_exact(&mut got).unwrap();
+            assert_eq!(got, answer.repeat(answers));
+        }
+    }
+
+    #[test]
+    fn bare_servers_answer_keep_alive_and_pipelined_requests() {
+        crate::watchdog(Duration::from_secs(120), || {
+            for runtime in [Runtime::RawRing, Runtime::RawEpoll] {
+                let (addr, _) = start_in_process(runtime, false);
+                bare_http1(addr);
+            }
+        });
+    }
+
+    #[test]
+    fn bare_answer_is_as_long_as_hypers() {
+        crate::watchdog(Duration::from_secs(120), || {
+            let (addr, _) = start_in_process(Runtime::Uring, false);
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut got = vec![0u8; super::bare::RESPONSE.len()];
+            s.read_exact(&mut got).unwrap();
+            let text = String::from_utf8(got).unwrap();
+            assert!(
+                text.ends_with(std::str::from_utf8(HELLO).unwrap()),
+                "{text}"
+            );
         });
     }
 

@@ -1,16 +1,20 @@
-//! An HTTP server for the `http` benchmark: `http-server --runtime uring|tokio [--addr ADDR]
-//! [--cpu N] [--control]`. The same hyper service (`/` answers `hello from uring`) on
-//! hyper-util's auto builder (HTTP/1.1 and h2c) on either runtime. Pins itself to cpu N if
-//! given, prints its bound address on stdout first, and serves until killed.
+//! An HTTP server for the `http` benchmark: `http-server --runtime
+//! uring|tokio|raw-ring|raw-epoll [--addr ADDR] [--cpu N] [--control]`. The same hyper service
+//! (`/` answers `hello from uring`) on hyper-util's auto builder (HTTP/1.1 and h2c) on either
+//! runtime, or one of the bare loops that answer HTTP/1.1 with fixed bytes (the kernel's floor).
+//! Pins itself to cpu N if given, prints its bound address on stdout first, and serves until
+//! killed.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use uring_tests::bench::echo::pin_current_thread;
 use uring_tests::bench::http::server::{self, Runtime};
 
-const USAGE: &str = "usage: http-server --runtime uring|tokio [--addr ADDR] [--cpu N] [--control]
-  uring   a uring::Runtime, Compat<TcpStream>, HyperExecutor and HyperTimer
-  tokio   tokio current_thread with a LocalSet, TokioIo, a local executor and TokioTimer
+const USAGE: &str = "usage: http-server --runtime uring|tokio|raw-ring|raw-epoll [--addr ADDR] [--cpu N] [--control]
+  uring      a uring::Runtime, Compat<TcpStream>, HyperExecutor and HyperTimer
+  tokio      tokio current_thread with a LocalSet, TokioIo, a local executor and TokioTimer
+  raw-ring   a bare io_uring loop answering every HTTP/1.1 request with fixed bytes (no hyper)
+  raw-epoll  a bare epoll loop doing the same
   --addr  where to listen (default 127.0.0.1:0: any free port); the bound address is printed
   --cpu   pin the server to this cpu
   --control  (uring) also listen on a second port, printed on the second line as

@@ -9,6 +9,8 @@
 //!   executor (`spawn_local`, so the service need not be `Send`, as on uring) and `TokioTimer`.
 //!
 //! Both listen with the echo servers' backlog (4096) and set `TCP_NODELAY` on every connection.
+//! Beside them run the two bare servers of [`super::bare`] (`raw-ring`, `raw-epoll`: no runtime,
+//! no HTTP library), the kernel's floor for the HTTP/1.1 rows.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -32,17 +34,28 @@ pub enum Runtime {
     Uring,
     /// tokio current_thread, `TokioIo<TcpStream>`, a local executor, `TokioTimer`.
     Tokio,
+    /// A bare io_uring loop answering HTTP/1.1 with fixed bytes ([`super::bare::serve_ring`]).
+    RawRing,
+    /// A bare epoll loop answering HTTP/1.1 with fixed bytes ([`super::bare::serve_epoll`]).
+    RawEpoll,
 }
 
 impl Runtime {
-    /// Both, in table order.
-    pub const ALL: [Runtime; 2] = [Runtime::Uring, Runtime::Tokio];
+    /// Every server, in table order.
+    pub const ALL: [Runtime; 4] = [
+        Runtime::Uring,
+        Runtime::Tokio,
+        Runtime::RawRing,
+        Runtime::RawEpoll,
+    ];
 
     /// The name on the command line and in tables.
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Uring => "uring",
             Runtime::Tokio => "tokio",
+            Runtime::RawRing => "raw-ring",
+            Runtime::RawEpoll => "raw-epoll",
         }
     }
 
@@ -145,6 +158,8 @@ pub fn serve_with_control(
     match runtime {
         Runtime::Uring => serve_uring(listener, control),
         Runtime::Tokio => serve_tokio(listener),
+        Runtime::RawRing => super::bare::serve_ring(listener),
+        Runtime::RawEpoll => super::bare::serve_epoll(listener),
     }
 }
 
