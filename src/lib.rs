@@ -39,7 +39,7 @@ pub mod net;
 mod op;
 mod pool;
 mod runtime;
-mod task;
+pub mod task;
 pub mod time;
 mod waker;
 

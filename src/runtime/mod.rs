@@ -12,9 +12,10 @@
 //!
 //! `context` is the thread-local pointer to the running runtime's [`RuntimeState`] (`state`),
 //! `run_queue` the queue of ready tasks with its budget and scheduler, `remote` the cross-thread
-//! wake path, `timers` the timer table.
+//! wake path, `timers` the timer table, `join_set` the spawning half of `JoinSet`.
 
 pub(crate) mod context;
+mod join_set;
 mod remote;
 mod run_queue;
 mod state;

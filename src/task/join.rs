@@ -1,4 +1,5 @@
-//! [`JoinHandle`]: awaiting a task's output; [`JoinError`]: why there is none.
+//! [`JoinHandle`]: awaiting a task's output; [`AbortHandle`]: cancelling it without awaiting;
+//! [`JoinError`]: why there is no output.
 
 use crate::task::raw::TaskRef;
 use crate::task::state::COMPLETE;
@@ -52,6 +53,62 @@ impl<T> JoinHandle<T> {
     /// Whether the task has finished (returned, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
         self.task.header().state.is(COMPLETE)
+    }
+
+    /// A handle that can abort the task but not await it; it does not keep the output alive.
+    ///
+    /// ```
+    /// uring::run(async {
+    ///     let handle = uring::spawn(std::future::pending::<()>());
+    ///     let abort = handle.abort_handle();
+    ///     abort.abort();
+    ///     assert!(handle.await.unwrap_err().is_cancelled());
+    ///     assert!(abort.is_finished());
+    /// });
+    /// ```
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            task: self.task.clone_ref(),
+        }
+    }
+}
+
+/// Cancels a task without being able to await it, like tokio's `AbortHandle`: what
+/// [`JoinSet::spawn`](crate::task::JoinSet::spawn) returns and
+/// [`JoinHandle::abort_handle`] makes. Dropping it does nothing to the task. `Send` and `Sync`
+/// whatever the task's output: it only touches the task's flags.
+pub struct AbortHandle {
+    task: TaskRef,
+}
+
+impl AbortHandle {
+    /// Cancels the task, as [`JoinHandle::abort`] does. No effect on a finished task.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Whether the task has finished (returned, panicked or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.task.header().state.is(COMPLETE)
+    }
+}
+
+// SAFETY: INV-task: an abort handle touches only the task's atomic flags (`abort` sets one and
+// wakes the task through its owner's scheduler, which any thread may do) and never the future,
+// the output or the join waker cell. Dropping it may release the last reference on another
+// thread only once the owner and the join handle are done with the task, which leaves nothing
+// but the header and empty cells to free (the output was dropped by whichever of the join
+// handle and the owner came second, see JOIN_DROPPED).
+unsafe impl Send for AbortHandle {}
+// SAFETY: INV-task: through `&AbortHandle` only `abort` and `is_finished` are reachable, both
+// atomic operations on the task's flags.
+unsafe impl Sync for AbortHandle {}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 

@@ -70,6 +70,13 @@ impl TaskRef {
         unsafe { (self.header().vtable.abort)(self.0) }
     }
 
+    /// Another counted reference to the same task (for an `AbortHandle`).
+    pub(super) fn clone_ref(&self) -> TaskRef {
+        // SAFETY: INV-vtable: the vtable is the task's own; `self` holds a count, so the task is
+        // alive while another is added.
+        unsafe { (self.header().vtable.clone_ref)(self.0) }
+    }
+
     pub(super) fn detach(&self) {
         // SAFETY: INV-vtable: the vtable is the task's own; `self` holds a count. Any thread: a
         // detach is a flag change, and drops the output only where COMPLETE handed it over.
@@ -116,6 +123,7 @@ struct TaskVTable {
     poll_join: unsafe fn(NonNull<Header>, *mut (), &mut Context<'_>),
     abort: unsafe fn(NonNull<Header>),
     detach: unsafe fn(NonNull<Header>),
+    clone_ref: unsafe fn(NonNull<Header>) -> TaskRef,
 }
 
 /// The part of a task every thread may touch. 16 bytes: it decides how many tasks fit a cache
@@ -174,6 +182,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
         poll_join: Self::poll_join_raw,
         abort: Self::abort_raw,
         detach: Self::detach_raw,
+        clone_ref: Self::clone_ref_raw,
     };
 
     /// The task behind `ptr`.
@@ -260,6 +269,13 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
             // output is `Send` whenever the handle could leave the owner's thread).
             unsafe { *this.stage.get() = Stage::Consumed };
         }
+    }
+
+    unsafe fn clone_ref_raw(ptr: NonNull<Header>) -> TaskRef {
+        // SAFETY: INV-vtable: reached through this type's vtable; the caller's TaskRef holds a
+        // count, so adding one keeps the `Arc<Task<F, S>>` valid; the new TaskRef owns it.
+        unsafe { Arc::increment_strong_count(ptr.as_ptr() as *const Self) };
+        TaskRef(ptr)
     }
 
     unsafe fn clone_raw(ptr: *const ()) -> RawWaker {
