@@ -47,7 +47,7 @@ pub use blocking::spawn_blocking;
 pub use buf::BufResult;
 pub use driver::{DriverStats, RingSetup};
 pub use pool::{Pool, PoolBuilder, Worker};
-pub use runtime::{run, spawn, spawner, yield_now, Builder, Runtime, Spawner};
+pub use runtime::{metrics, run, spawn, spawner, yield_now, Builder, Metrics, Runtime, Spawner};
 pub use task::{JoinError, JoinHandle};
 
 /// The guide's examples, compiled and run as doc tests.

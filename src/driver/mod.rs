@@ -5,6 +5,7 @@
 //! the top of the range are reserved for the driver's own SQEs (cancels, the wake read).
 
 mod fixed;
+pub(crate) mod opcodes;
 mod setup;
 pub(crate) mod slot;
 mod user_data;
@@ -39,15 +40,30 @@ struct Entry {
     state: State,
 }
 
-/// Counters a benchmark or a test can read to see what the driver did.
+/// Counters a benchmark or a test can read to see what the driver did. Plain counters bumped on
+/// the paths that exist anyway; [`Metrics`](crate::Metrics) has these and more (tasks, timers,
+/// submissions per opcode).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DriverStats {
     /// `io_uring_enter` calls made.
     pub enters: u64,
     /// SQEs that found the submission queue full and waited in the userspace backlog.
     pub backlogged: u64,
-    /// Completions reaped.
+    /// Completions reaped: those of ops, and those of the driver's own SQEs (cancels, the
+    /// cross-thread wake's eventfd read).
     pub completions: u64,
+    /// Ops submitted (queued for the kernel, in the submission queue or the backlog), not
+    /// counting the driver's own SQEs.
+    pub ops_submitted: u64,
+    /// Ops in flight now: submitted, and their final completion not yet taken by their future
+    /// (an op whose future was dropped counts until its final completion arrives).
+    pub ops_in_flight: u64,
+    /// Cancels the driver submitted (for dropped ops, stopped multishot ops and shutdown).
+    pub cancels: u64,
+    /// Loop turns that found `IORING_SQ_CQ_OVERFLOW` set: completions waited in the kernel's
+    /// overflow list because the completion ring was full (none is lost: the runtime requires
+    /// `IORING_FEAT_NODROP`, and the next `io_uring_enter` flushes them).
+    pub cq_overflows: u64,
     /// Files put in the ring's registered-file table (so their reads and writes skip the
     /// kernel's per-op fd lookup).
     pub fixed_files_registered: u64,
@@ -72,6 +88,9 @@ pub(crate) struct Driver {
     pub(crate) woken_remotely: bool,
     shut_down: bool,
     stats: DriverStats,
+    /// Ops submitted per opcode (the kernel's `IORING_OP_*` number): a fixed table, one add per
+    /// submission.
+    op_counts: Box<[u64; 256]>,
     fixed: FixedFiles,
 }
 
@@ -92,6 +111,7 @@ impl Driver {
             woken_remotely: false,
             shut_down: false,
             stats: DriverStats::default(),
+            op_counts: Box::new([0; 256]),
             fixed,
         };
         driver.arm_wake();
@@ -122,8 +142,14 @@ impl Driver {
         DriverStats {
             fixed_files_registered: self.fixed.registered,
             fixed_files_in_use: self.fixed.in_use,
+            ops_in_flight: self.slots.len() as u64,
             ..self.stats
         }
+    }
+
+    /// Ops submitted so far, per opcode.
+    pub(crate) fn op_counts(&self) -> &[u64; 256] {
+        &self.op_counts
     }
 
     /// Puts `fd` (an open file) in a free slot of the registered-file table.
@@ -184,6 +210,8 @@ impl Driver {
             state: State::Waiting(Some(waker)),
         });
         let user_data = UserData::new(key, generation);
+        self.stats.ops_submitted += 1;
+        self.op_counts[(entry.get_opcode() & 0xff) as usize] += 1;
         self.push(entry.user_data(user_data.to_raw()));
         Ok(user_data)
     }
@@ -303,6 +331,7 @@ impl Driver {
 
     fn cancel(&mut self, user_data: UserData) {
         self.cancels_in_flight += 1;
+        self.stats.cancels += 1;
         let entry = opcode::AsyncCancel::new(user_data.to_raw())
             .build()
             .user_data(UserData::CANCEL.to_raw());
@@ -328,6 +357,9 @@ impl Driver {
                 let sq = self.ring.submission();
                 (sq.cq_overflow(), sq.taskrun())
             };
+            if overflow {
+                self.stats.cq_overflows += 1;
+            }
             // Without anything to submit, nothing to wait for and no deferred completion work,
             // the CQ ring can be read without a syscall.
             if sq_len > 0 || wait_now || overflow || taskrun {

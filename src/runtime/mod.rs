@@ -12,15 +12,18 @@
 //!
 //! `context` is the thread-local pointer to the running runtime's [`RuntimeState`] (`state`),
 //! `run_queue` the queue of ready tasks with its budget and scheduler, `remote` the cross-thread
-//! wake path, `timers` the timer table, `join_set` the spawning half of `JoinSet`.
+//! wake path, `timers` the timer table, `join_set` the spawning half of `JoinSet`, `metrics` the
+//! counters' snapshot.
 
 pub(crate) mod context;
 mod join_set;
+mod metrics;
 mod remote;
 mod run_queue;
 mod state;
 pub(crate) mod timers;
 
+pub use metrics::{metrics, Metrics};
 pub(crate) use state::RuntimeState;
 
 use crate::driver::{Driver, DriverStats, RingSetup};
@@ -28,7 +31,7 @@ use crate::task::{self, JoinHandle};
 use context::Enter;
 use remote::{MainWake, Remote};
 use run_queue::{RunQueue, Scheduler};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::pin;
@@ -43,6 +46,7 @@ impl RuntimeState {
     pub(crate) fn spawn<F: Future + 'static>(&self, fut: F) -> JoinHandle<F::Output> {
         let (queued, join) = task::spawn::<F, Scheduler>(self.id, fut);
         self.run_queue.push(queued);
+        self.tasks_spawned.set(self.tasks_spawned.get() + 1);
         join
     }
 
@@ -177,6 +181,7 @@ impl Builder {
                 run_queue: RunQueue::new(),
                 owned: Default::default(),
                 shutdown_timeout: self.shutdown_timeout,
+                tasks_spawned: Cell::new(0),
             }),
         })
     }

@@ -11,7 +11,7 @@ use crate::runtime::context;
 use crate::task::TaskRef;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Wake;
 
@@ -24,6 +24,8 @@ pub(crate) struct Remote {
     notified: AtomicBool,
     /// The runtime is gone: tasks woken now are dropped, not queued.
     closed: AtomicBool,
+    /// Tasks other threads spawned on this runtime (bumped under the queue's lock).
+    spawned: AtomicU64,
     eventfd: OwnedFd,
 }
 
@@ -45,6 +47,7 @@ impl Remote {
             pending: AtomicBool::new(false),
             notified: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            spawned: AtomicU64::new(0),
             // SAFETY: INV-fd: `efd` is a fresh fd that nothing else owns.
             eventfd: unsafe { OwnedFd::from_raw_fd(efd) },
         })
@@ -79,6 +82,7 @@ impl Remote {
                 return Err(task);
             }
             q.push(task);
+            self.spawned.fetch_add(1, Ordering::Relaxed);
         }
         self.pending.store(true, Ordering::Release);
         self.notify();
@@ -99,6 +103,11 @@ impl Remote {
                 )
             };
         }
+    }
+
+    /// How many tasks other threads spawned on this runtime.
+    pub(crate) fn spawned(&self) -> u64 {
+        self.spawned.load(Ordering::Relaxed)
     }
 
     /// Whether a remote wake is waiting for the loop.

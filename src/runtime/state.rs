@@ -6,7 +6,7 @@ use crate::runtime::remote::Remote;
 use crate::runtime::run_queue::RunQueue;
 use crate::runtime::timers::Timers;
 use crate::task::OwnedTasks;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,4 +23,6 @@ pub(crate) struct RuntimeState {
     pub(crate) owned: OwnedTasks,
     /// How long shutdown waits for the kernel to finish in-flight ops.
     pub(crate) shutdown_timeout: Duration,
+    /// Tasks spawned on this thread (those other threads spawn here count in `remote`).
+    pub(crate) tasks_spawned: Cell<u64>,
 }

@@ -33,6 +33,8 @@ pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     entries: Slab<Entry>,
     seq: u64,
+    /// Timers registered and not fired yet (the metrics' "timers pending").
+    pending: usize,
 }
 
 impl Default for Timers {
@@ -45,6 +47,7 @@ impl Default for Timers {
             heap: BinaryHeap::new(),
             entries: Slab::new(),
             seq: TABLES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40,
+            pending: 0,
         }
     }
 }
@@ -64,6 +67,7 @@ impl Timers {
             waker: Some(waker),
             fired: false,
         });
+        self.pending += 1;
         self.heap.push(Reverse((deadline, seq, key)));
         TimerKey { key, seq }
     }
@@ -95,7 +99,8 @@ impl Timers {
         let e = self.entry_mut(t)?;
         e.deadline = deadline;
         e.seq = seq;
-        e.fired = false;
+        let was_fired = std::mem::replace(&mut e.fired, false);
+        self.pending += usize::from(was_fired);
         self.heap.push(Reverse((deadline, seq, t.key)));
         self.compact();
         Some(TimerKey { key: t.key, seq })
@@ -103,8 +108,11 @@ impl Timers {
 
     /// Removes a timer; nothing happens if it is gone already.
     pub(crate) fn remove(&mut self, t: TimerKey) {
-        if self.entry_mut(t).is_none() {
+        let Some(fired) = self.entry_mut(t).map(|e| e.fired) else {
             return;
+        };
+        if !fired {
+            self.pending -= 1;
         }
         drop(self.entries.remove(t.key));
         self.compact();
@@ -147,6 +155,7 @@ impl Timers {
             if self.is_live(seq, key) {
                 let e = &mut self.entries[key];
                 e.fired = true;
+                self.pending -= 1;
                 wakers.extend(e.waker.take());
             }
         }
@@ -155,6 +164,11 @@ impl Timers {
     /// Whether any timer is registered.
     pub(crate) fn is_empty(&self) -> bool {
         self.heap.is_empty()
+    }
+
+    /// How many timers are registered and not fired yet.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
     }
 
     /// How many timers are registered (fired or not).
@@ -167,6 +181,7 @@ impl Timers {
     /// done from now on. Returns the wakers for dropping outside any borrow of the table.
     pub(crate) fn clear(&mut self) -> impl Sized {
         self.heap.clear();
+        self.pending = 0;
         std::mem::take(&mut self.entries)
     }
 }
@@ -227,6 +242,7 @@ mod tests {
         assert_eq!(fire(&mut t, now), 0);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
         assert_eq!(t.next_timeout(now), None);
+        assert_eq!(t.pending(), 0);
     }
 
     #[test]
@@ -235,20 +251,26 @@ mod tests {
         let now = Instant::now();
         let (count, w) = counter();
         let a = t.insert(now + Duration::from_secs(1), w);
+        assert_eq!(t.pending(), 1);
         let a = t.reset(a, now + Duration::from_secs(5)).unwrap();
+        assert_eq!(t.pending(), 1);
         // The old deadline passes: nothing fires.
         assert_eq!(fire(&mut t, now + Duration::from_secs(2)), 0);
         assert_eq!(t.next_timeout(now), Some(Duration::from_secs(5)));
         // The new one wakes the waker registered before the reset.
         assert_eq!(fire(&mut t, now + Duration::from_secs(5)), 1);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(t.pending(), 0, "fired");
         // A fired timer can be reset again and fires again.
         let (_, w2) = counter();
         let cx = Context::from_waker(&w2);
         assert!(t.poll(a, &cx));
         let a = t.reset(a, now + Duration::from_secs(6)).unwrap();
+        assert_eq!(t.pending(), 1, "pending again");
         assert!(!t.poll(a, &cx));
         assert_eq!(fire(&mut t, now + Duration::from_secs(6)), 1);
+        t.remove(a);
+        assert_eq!(t.pending(), 0);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::task::raw::{Header, TaskRef};
 use crate::task::state::OWNED;
 use slab::Slab;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 /// Every task of a runtime that has returned `Pending` at least once and not finished yet (the
 /// others are in the run queue), so shutdown can drop their futures. Tasks that finish on their
@@ -11,6 +11,9 @@ use std::cell::RefCell;
 #[derive(Default)]
 pub(crate) struct OwnedTasks {
     tasks: RefCell<Slab<TaskRef>>,
+    /// Tasks of this runtime that finished (returned, panicked or were cancelled) while it ran:
+    /// the metrics' live tasks are the spawned ones minus these.
+    finished: Cell<u64>,
 }
 
 impl OwnedTasks {
@@ -30,6 +33,16 @@ impl OwnedTasks {
         }
         header.state.clear(OWNED);
         self.tasks.borrow_mut().try_remove(header.owned_key())
+    }
+
+    /// Counts a task that finished.
+    pub(super) fn count_finished(&self) {
+        self.finished.set(self.finished.get() + 1);
+    }
+
+    /// How many tasks finished while the runtime ran.
+    pub(crate) fn finished(&self) -> u64 {
+        self.finished.get()
     }
 
     /// Empties the table, handing back its references.

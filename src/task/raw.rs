@@ -331,6 +331,7 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
     fn finish(&self, owned: &OwnedTasks, result: Result<F::Output, JoinError>) {
         // The caller's TaskRef keeps the task alive after the table's count is released.
         let table_ref = owned.remove(&self.header);
+        owned.count_finished();
         self.complete(result);
         drop(table_ref);
     }
