@@ -45,7 +45,7 @@ mod waker;
 
 pub use blocking::spawn_blocking;
 pub use buf::BufResult;
-pub use driver::{DriverStats, RingSetup};
+pub use driver::{probe, DriverStats, IoUringDisabled, Probe, ProbedOp, RingSetup};
 pub use pool::{Pool, PoolBuilder, Worker};
 pub use runtime::{metrics, run, spawn, spawner, yield_now, Builder, Metrics, Runtime, Spawner};
 pub use task::{JoinError, JoinHandle};

@@ -53,6 +53,12 @@ impl FixedFiles {
         table
     }
 
+    /// How many slots are free now: the table's size while nothing is registered, 0 without a
+    /// table.
+    pub(crate) fn slots(&self) -> u32 {
+        self.free.as_ref().map_or(0, |f| f.len() as u32)
+    }
+
     /// Puts `fd` (an open file) in a free slot.
     pub(crate) fn register(&mut self, ring: &IoUring, fd: RawFd) -> Registration {
         let Some(free) = &mut self.free else {

@@ -6,11 +6,13 @@
 
 mod fixed;
 pub(crate) mod opcodes;
+mod probe;
 mod setup;
 pub(crate) mod slot;
 mod user_data;
 
 pub(crate) use fixed::Registration;
+pub use probe::{probe, IoUringDisabled, Probe, ProbedOp};
 pub(crate) use setup::opcode_supported;
 pub use setup::RingSetup;
 pub(crate) use user_data::UserData;
@@ -24,6 +26,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+/// The submission queue size `Runtime::new` asks for (`Builder::entries`' default).
+pub(crate) const DEFAULT_ENTRIES: u32 = 1024;
 
 /// How long the shutdown drain's first turn may wait for the kernel, whatever the shutdown
 /// timeout: time for the cancels to be answered, which for most ops is at once.

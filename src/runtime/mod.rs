@@ -26,7 +26,7 @@ pub(crate) mod timers;
 pub use metrics::{metrics, Metrics};
 pub(crate) use state::RuntimeState;
 
-use crate::driver::{Driver, DriverStats, RingSetup};
+use crate::driver::{Driver, DriverStats, RingSetup, DEFAULT_ENTRIES};
 use crate::task::{self, JoinHandle};
 use context::Enter;
 use remote::{MainWake, Remote};
@@ -117,7 +117,7 @@ pub struct Builder {
 impl Default for Builder {
     fn default() -> Builder {
         Builder {
-            entries: 1024,
+            entries: DEFAULT_ENTRIES,
             shutdown_timeout: Duration::from_secs(10),
             iowq_max_workers: [0, 0],
         }

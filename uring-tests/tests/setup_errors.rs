@@ -149,3 +149,49 @@ fn setup_blocked_by_seccomp_gives_a_clear_error() {
         "uring::run panicked without the explanation: {panic}"
     );
 }
+
+/// Where io_uring is blocked, `uring::probe()` gives `Runtime::new`'s explanation, and
+/// `examples/probe.rs` prints it and exits 1 (the filter is inherited by the example).
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn probe_under_seccomp_says_why() {
+    if is_child("seccomp-probe") {
+        deny_io_uring_setup();
+        match uring::probe() {
+            Ok(p) => println!("RESULT:ok {p}"),
+            Err(e) => {
+                println!("RESULT:err");
+                println!("KIND:{:?}", e.kind());
+                println!("MESSAGE:{e}");
+            }
+        }
+        let out = std::process::Command::new(uring_tests::e2e::example("probe"))
+            .output()
+            .expect("run the probe example");
+        println!("EXAMPLE_CODE:{:?}", out.status.code());
+        let stderr = String::from_utf8_lossy(&out.stderr).replace('\n', " ");
+        println!("EXAMPLE_STDERR:{stderr}");
+        return;
+    }
+    let out = watched(|| run_child("probe_under_seccomp_says_why", "seccomp-probe"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.find(name).map(|at| &l[at + name.len()..]))
+            .unwrap_or_else(|| panic!("child printed no {name}: {stdout}\n{stderr}"))
+            .to_string()
+    };
+    assert_eq!(
+        field("RESULT:"),
+        "err",
+        "probe() succeeded under the filter"
+    );
+    assert_eq!(field("KIND:"), "PermissionDenied");
+    assert!(field("MESSAGE:").contains("seccomp"), "{stdout}");
+    assert_eq!(field("EXAMPLE_CODE:"), "Some(1)", "{stdout}");
+    let example_err = field("EXAMPLE_STDERR:");
+    assert!(example_err.contains("seccomp"), "{example_err}");
+}
