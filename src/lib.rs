@@ -38,6 +38,7 @@ pub mod io;
 pub mod net;
 mod op;
 mod pool;
+pub mod process;
 mod runtime;
 pub mod task;
 pub mod time;

@@ -100,6 +100,17 @@ where
     })
 }
 
+/// Runs `f` on the blocking pool with nobody awaiting it, from any thread, inside a runtime or
+/// not (the reaping of an orphaned child process). A panic in `f` is caught and dropped (by the
+/// pool thread).
+///
+/// # Errors
+///
+/// When no pool thread runs and the OS refuses to start one (`f` is then dropped unrun).
+pub(crate) fn execute_detached<F: FnOnce() + Send + 'static>(f: F) -> std::io::Result<()> {
+    POOL.execute(Box::new(f))
+}
+
 /// Sets the most threads the blocking pool runs at once, for the whole process (default 512).
 /// Closures spawned while that many run wait in a queue. Lowering it stops no running closure:
 /// threads above the new cap exit as they run out of work.

@@ -76,6 +76,7 @@ impl Conn {
             stash: self.stash.clone(),
             fd: self.socket.fd().clone(),
             state: ReadState::Gate(Some(buf)),
+            pipe: false,
         }
     }
 
@@ -140,6 +141,43 @@ impl Conn {
     }
 }
 
+/// The read end of a pipe (a child's stdout or stderr) and its stash: reads as cancel-safe as a
+/// stream's, through `IORING_OP_READ`.
+#[derive(Debug)]
+pub(crate) struct PipeReader {
+    fd: SharedFd,
+    stash: Rc<Stash>,
+}
+
+impl PipeReader {
+    /// Takes the pipe's read end (in blocking mode: the ring waits for it).
+    pub(crate) fn new(fd: SharedFd) -> PipeReader {
+        PipeReader {
+            fd,
+            stash: Stash::new(Framing::Stream),
+        }
+    }
+
+    pub(crate) fn fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
+    /// A read into `buf` from its start up to its capacity; 0 at end of stream.
+    pub(crate) fn read<B: IoBufMut>(&self, buf: B) -> Read<B> {
+        Read {
+            stash: self.stash.clone(),
+            fd: self.fd.clone(),
+            state: ReadState::Gate(Some(buf)),
+            pipe: true,
+        }
+    }
+
+    /// Whether a dropped read took bytes no read has taken yet, or may still take some.
+    pub(crate) fn holds_data(&self) -> bool {
+        self.stash.holds_data()
+    }
+}
+
 /// A stream read that owns what it needs (the stash and the fd, both counted), so it can be
 /// kept in a struct across polls: the stash's bytes first (no syscall), else a receive. The
 /// one read path of every stream, half and compat adapter.
@@ -147,6 +185,8 @@ pub(crate) struct Read<B: IoBufMut> {
     stash: Rc<Stash>,
     fd: SharedFd,
     state: ReadState<B>,
+    /// The fd is a pipe: `IORING_OP_READ` rather than `RECV`.
+    pipe: bool,
 }
 
 enum ReadState<B: IoBufMut> {
@@ -173,7 +213,12 @@ impl<B: IoBufMut> Future for Read<B> {
                 Some(Stashed::End(res)) => return Poll::Ready((res, buf)),
                 None => {
                     let sink: Rc<dyn RecvSink> = this.stash.clone();
-                    this.state = ReadState::Receiving(op::RecvOp::new(this.fd.clone(), buf, sink));
+                    let fd = this.fd.clone();
+                    this.state = ReadState::Receiving(if this.pipe {
+                        op::RecvOp::read(fd, buf, sink)
+                    } else {
+                        op::RecvOp::new(fd, buf, sink)
+                    });
                 }
             }
         }

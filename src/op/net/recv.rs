@@ -1,5 +1,5 @@
 //! Receives: `IORING_OP_RECV` and `RECVMSG` (one buffer with the sender's address, or several
-//! buffers). Each hands what it took to its socket's [`RecvSink`] (the stash in `net/stash.rs`)
+//! buffers), and `IORING_OP_READ` for a pipe's stream of bytes ([`RecvOp::read`]). Each hands what it took to its socket's [`RecvSink`] (the stash in `net/stash.rs`)
 //! when its future was dropped before it saw the completion, so a dropped read loses no byte.
 
 use super::{AddrOut, MsgMany, MsgOne, MAX_LEN};
@@ -99,6 +99,8 @@ struct Recv<B> {
     fd: SharedFd,
     buf: B,
     leftovers: Leftovers,
+    /// `IORING_OP_READ` rather than `RECV`: the fd is a pipe, not a socket.
+    plain_read: bool,
 }
 
 // SAFETY: INV-heap: the SQE points into `buf`'s stable memory, `bytes_total()` long (IoBufMut
@@ -106,12 +108,14 @@ struct Recv<B> {
 unsafe impl<B: IoBufMut> OpCode for Recv<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
-        opcode::Recv::new(
-            types::Fd(self.fd.as_raw_fd()),
-            self.buf.stable_mut_ptr(),
-            len,
-        )
-        .build()
+        let fd = types::Fd(self.fd.as_raw_fd());
+        if self.plain_read {
+            // A pipe has no file position: -1 ("the current one") is ignored.
+            return opcode::Read::new(fd, self.buf.stable_mut_ptr(), len)
+                .offset(u64::MAX)
+                .build();
+        }
+        opcode::Recv::new(fd, self.buf.stable_mut_ptr(), len).build()
     }
 
     fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
@@ -137,6 +141,18 @@ impl<B: IoBufMut> RecvOp<B> {
             fd,
             buf,
             leftovers: Leftovers::new(sink),
+            plain_read: false,
+        }))
+    }
+
+    /// The same with `IORING_OP_READ`, for the read end of a pipe (a byte stream that is no
+    /// socket): what a dropped read took goes to `sink` just the same.
+    pub(crate) fn read(fd: SharedFd, buf: B, sink: Rc<dyn RecvSink>) -> RecvOp<B> {
+        RecvOp(Op::new(Recv {
+            fd,
+            buf,
+            leftovers: Leftovers::new(sink),
+            plain_read: true,
         }))
     }
 }
