@@ -5,6 +5,7 @@ pub mod core;
 pub mod echo;
 pub mod fs;
 pub mod http;
+pub mod process;
 pub mod threads;
 
 /// Prints a table: a title, a header row and rows, columns padded to fit.
@@ -85,8 +86,8 @@ pub struct SummaryRow {
 pub const PEER_COLUMNS: &[(&str, &str)] = &[
     (
         "tokio",
-        "tokio current_thread (core, echo; http: with a LocalSet; threads: spawn_blocking, \
-         memory); tokio::fs seek+read/write_all (files)",
+        "tokio current_thread (core, echo, process: tokio::process; http: with a LocalSet; \
+         threads: spawn_blocking, memory); tokio::fs seek+read/write_all (files)",
     ),
     (
         "tokio mt",
@@ -114,7 +115,10 @@ pub const PEER_COLUMNS: &[(&str, &str)] = &[
         "spawn_blocking",
         "tokio with spawn_blocking(pread/pwrite) per op (files)",
     ),
-    ("std loop", "std pread/pwrite loop on one thread (files)"),
+    (
+        "std loop",
+        "std pread/pwrite loop on one thread (files); std Command::status in a loop (process)",
+    ),
     (
         "std loop, QD bufs",
         "the same cycling through QD buffers (files)",

@@ -1,15 +1,16 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
-//! threads, echo, http, files; about a minute and a half) and ends with one summary table of
+//! threads, process, echo, http, files; about two minutes) and ends with one summary table of
 //! every figure against every peer. `-- --full` runs the whole suite with its full defaults
 //! (about 12 minutes, most of it the file suite, which writes a 1 GiB file), also ending with
-//! the summary. `-- core|threads|echo|http|fs` runs one suite with its full defaults. `-- core
-//! ROW` runs one row of the core suite (for profiling: `perf record -g target/release/bench core
-//! spawn --only uring`), `-- threads spawn` one row of the threads suite, `-- echo 50x64` one
-//! row of the echo suite, `-- http h2x50` one row of the http suite. `--rounds N` sets the
-//! rounds per figure of the core, threads, echo and http suites; `--only uring|tokio` runs one
-//! side of the core suite. `-- fs --help` lists the file suite's own options.
+//! the summary. `-- core|process|threads|echo|http|fs` runs one suite with its full defaults.
+//! `-- core ROW` runs one row of the core suite (for profiling: `perf record -g
+//! target/release/bench core spawn --only uring`), `-- threads spawn` one row of the threads
+//! suite, `-- echo 50x64` one row of the echo suite, `-- http h2x50` one row of the http suite.
+//! `--rounds N` sets the rounds per figure of the core, process, threads, echo and http suites;
+//! `--only uring|tokio` runs one side of the core suite. `-- fs --help` lists the file suite's
+//! own options.
 //!
 //! The short pass does the same kind of work as the full suite and prints the same kind of
 //! ratios, with less of it: the core suite unchanged (it takes seconds), the threads suite with
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
-    "usage: bench [--full] [all|core|threads|echo|http|fs] [ROW] [--rounds N] [--only uring|tokio]
+    "usage: bench [--full] [all|core|process|threads|echo|http|fs] [ROW] [--rounds N] [--only uring|tokio]
   (no arguments)  the short pass of every suite, about a minute and a half, then one summary
                   table of uring against every peer: the core suite as in full; the threads
                   suite with fewer rounds (echo on 2 threads at 50x64 and 500x4096, 10k idle
@@ -38,6 +39,9 @@ const USAGE: &str =
                   suite on a 1 GiB file; every echo row and file workload), then the summary table
   all             the same as no suite (the short pass, or the whole suite with --full)
   core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
+  process [ROW]   spawn and wait 1,000 `true` against tokio::process and std, or one row
+                  (sequential, concurrent); 3 rounds (about 15 s; 1 round, about 6 s, in the
+                  short pass)
   threads [ROW]   the threads suite (uring::Pool against tokio multi-thread), or one row of it
                   (spawn, blocking, echo, memory)
   echo [ROW]      the echo suite, or one row, CONNSxBYTES (e.g. 50x64); URING_BENCH_QUICK=1 for
@@ -46,8 +50,8 @@ const USAGE: &str =
                   h2load, installed with apt-get when missing), or one row of it (h1x50,
                   h1x500, h2x50, h2x500)
   fs ARGS         the file suite with its own options (bench fs --help)
-  --rounds N      rounds per figure of the core, threads, echo and http suites (in the short
-                  pass: echo windows per server)
+  --rounds N      rounds per figure of the core, process, threads, echo and http suites (in
+                  the short pass: echo windows per server)
   --only R        run one side of the core suite only, uring or tokio (for profiling)
   A single suite (core, threads, echo, http, fs) runs with its full defaults and prints its own tables only.";
 
@@ -98,18 +102,27 @@ fn main() {
     let suite = suite.unwrap_or_else(|| "all".to_string());
     if !matches!(
         suite.as_str(),
-        "all" | "core" | "threads" | "echo" | "http" | "fs"
+        "all" | "core" | "process" | "threads" | "echo" | "http" | "fs"
     ) {
         fail(&format!("unknown suite {suite:?}"));
     }
     if let Some(r) = &row {
-        if !matches!(suite.as_str(), "core" | "threads" | "echo" | "http") {
-            fail("a row can only be picked within the core, threads, echo or http suite");
+        if !matches!(
+            suite.as_str(),
+            "core" | "process" | "threads" | "echo" | "http"
+        ) {
+            fail("a row can only be picked within the core, process, threads, echo or http suite");
         }
         if suite == "http" && !bench::http::row_keys().contains(r) {
             fail(&format!(
                 "unknown http row {r:?}; rows are {:?}",
                 bench::http::row_keys()
+            ));
+        }
+        if suite == "process" && !bench::process::ROWS.contains(&r.as_str()) {
+            fail(&format!(
+                "unknown process row {r:?}; rows are {:?}",
+                bench::process::ROWS
             ));
         }
         if suite == "threads" && !bench::threads::ROWS.contains(&r.as_str()) {
@@ -135,6 +148,13 @@ fn main() {
     match suite.as_str() {
         "core" => {
             bench::core::run(&core_opts);
+            return;
+        }
+        "process" => {
+            bench::process::run(
+                rounds.unwrap_or(bench::process::DEFAULT_ROUNDS),
+                row.as_deref(),
+            );
             return;
         }
         "threads" => {
@@ -167,7 +187,7 @@ fn main() {
 
     let pass = if full { "full suite" } else { "short pass" };
     println!(
-        "bench: {pass} of every suite (core, threads, echo, http, files); {}",
+        "bench: {pass} of every suite (core, process, threads, echo, http, files); {}",
         if full {
             "about 12 minutes"
         } else {
@@ -181,6 +201,17 @@ fn main() {
     let t = Instant::now();
     summary.extend(bench::core::run(&core_opts));
     took.push(("core", t.elapsed()));
+
+    let t = Instant::now();
+    summary.extend(bench::process::run(
+        rounds.unwrap_or(if full {
+            bench::process::DEFAULT_ROUNDS
+        } else {
+            1
+        }),
+        None,
+    ));
+    took.push(("process", t.elapsed()));
 
     let t = Instant::now();
     summary.extend(bench::threads::run(&if full {
@@ -225,9 +256,9 @@ fn main() {
         &summary,
     );
     println!(
-        "- ratios: core and threads (spawn, spawn_blocking, memory), uring's median over its \
-         rounds / the peer's; echo, threads echo, http and files, the median of per-round ratios \
-         (each round measures both sides back to back), as in the tables above."
+        "- ratios: core, process and threads (spawn, spawn_blocking, memory), uring's median over \
+         its rounds / the peer's; echo, threads echo, http and files, the median of per-round \
+         ratios (each round measures both sides back to back), as in the tables above."
     );
     println!(
         "\nbench: {pass} took {:.0} s ({})",
