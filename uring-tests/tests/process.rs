@@ -1,7 +1,8 @@
 //! `uring::process`: output and exit codes, many concurrent children all reaped (no zombie left,
 //! checked in /proc), 16 MiB through `cat` both ways at once, kill, kill_on_drop, a dropped
 //! child reaped anyway, a missing program, try_wait, a wait dropped midway, and a program using
-//! only `process` making no readiness-polling call.
+//! only `process` making no readiness-polling call; `examples/run.rs` end to end (prefixed
+//! lines, the failure's exit code, commands from stdin, its concurrency limit).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -416,4 +417,85 @@ fn process_makes_no_readiness_polling_call() {
         out.status
     );
     assert!(stdout.contains("process-only: ok"), "{stdout}");
+}
+
+#[test]
+fn run_example_prefixes_lines_and_exits_with_the_failure() {
+    let out = std::process::Command::new(uring_tests::e2e::example("run"))
+        .args([
+            "-P",
+            "2",
+            "echo a1; echo a2",
+            "echo b1 >&2; exit 7",
+            "sleep 0.1; echo c1; echo c2 >&2",
+            "printf 'd1\\nd2'",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let mut lines: Vec<&str> = stdout.lines().collect();
+    // Each command's own lines keep their order.
+    let pos = |l: &str| lines.iter().position(|x| *x == l);
+    assert!(pos("[1] a1") < pos("[1] a2"), "{stdout}");
+    assert!(pos("[4] d1") < pos("[4] d2"), "{stdout}");
+    lines.sort_unstable();
+    assert_eq!(lines, ["[1] a1", "[1] a2", "[3] c1", "[4] d1", "[4] d2"]);
+    let mut err_lines: Vec<&str> = stderr.lines().collect();
+    err_lines.sort_unstable();
+    assert_eq!(err_lines, ["[2] b1", "[3] c2"]);
+
+    // All succeeding, commands from stdin: exit code 0.
+    let mut child = std::process::Command::new(uring_tests::e2e::example("run"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo x\n\necho y\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["[1] x", "[2] y"]);
+}
+
+#[test]
+fn run_example_keeps_to_its_limit() {
+    // Each command notes its start and end in a file; with -P 2 never more than 2 overlap.
+    let dir = uring_tests::TempDir::new("run-limit");
+    let log = dir.path("log");
+    let cmd = format!(
+        "echo start >> {log}; sleep 0.05; echo end >> {log}",
+        log = log.display()
+    );
+    let cmds: Vec<&str> = (0..8).map(|_| cmd.as_str()).collect();
+    let out = std::process::Command::new(uring_tests::e2e::example("run"))
+        .args(["-P", "2"])
+        .args(&cmds)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (mut running, mut most) = (0i32, 0i32);
+    for l in text.lines() {
+        running += if l == "start" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert_eq!(text.lines().count(), 16);
+    assert!(most <= 2, "{most} ran at once:\n{text}");
 }
