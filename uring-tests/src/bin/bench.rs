@@ -25,8 +25,9 @@ use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
     "usage: bench [--full] [all|core|process|threads|echo|http|fs] [ROW] [--rounds N] [--only uring|tokio]
-  (no arguments)  the short pass of every suite, about a minute and a half, then one summary
-                  table of uring against every peer: the core suite as in full; the threads
+  (no arguments)  the short pass of every suite, about two minutes, then one summary
+                  table of uring against every peer: the core suite as in full; the process
+                  suite in one round (spawn and wait 1,000 `true`, one and 16 at a time); the threads
                   suite with fewer rounds (echo on 2 threads at 50x64 and 500x4096, 10k idle
                   connections once); echo rows 50x64 and 500x4096,
                   5 windows of 0.4 s per server; the http rows (wrk at 50 and 500 connections,
@@ -53,7 +54,7 @@ const USAGE: &str =
   --rounds N      rounds per figure of the core, process, threads, echo and http suites (in
                   the short pass: echo windows per server)
   --only R        run one side of the core suite only, uring or tokio (for profiling)
-  A single suite (core, threads, echo, http, fs) runs with its full defaults and prints its own tables only.";
+  A single suite (core, process, threads, echo, http, fs) runs with its full defaults and prints its own tables only.";
 
 /// Measured windows per echo server and row in the short pass. Five, not the full suite's ten:
 /// an odd count, so the median is a measured window, and enough that one burst of noise on the
