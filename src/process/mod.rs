@@ -31,7 +31,7 @@
 //!   alone (a program that sets `SIGCHLD` to `SIG_IGN` makes the kernel reap its children
 //!   itself, and waits then fail with `ECHILD`, as with std).
 //! - A [`Child`] dropped before it was reaped is still reaped: see [`Child`].
-//! - [`ExitStatus`](std::process::ExitStatus) and [`Output`](std::process::Output) are std's.
+//! - [`ExitStatus`] and [`Output`] are std's (`std::process`).
 //!
 //! `Child` and the pipes are not `Send`: like the crate's sockets they belong to the runtime
 //! (thread) that made them.

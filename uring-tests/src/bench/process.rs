@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub const PROCESSES: usize = 1_000;
 /// Children in flight at once in the `concurrent` row.
 pub const IN_FLIGHT: usize = 16;
-/// Children a side spawns before the next side takes its turn (see [`interleaved`]).
+/// Children a side spawns before the next side takes its turn within a round.
 pub const CHUNK: usize = 100;
 /// Rounds per figure when the suite runs alone (the median is printed); the short pass runs 1.
 pub const DEFAULT_ROUNDS: usize = 3;
