@@ -499,3 +499,68 @@ fn run_example_keeps_to_its_limit() {
     assert_eq!(text.lines().count(), 16);
     assert!(most <= 2, "{most} ran at once:\n{text}");
 }
+
+#[test]
+fn stdin_shutdown_and_a_gone_reader() {
+    run_watched(LIMIT, || async {
+        let mut cat = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"before".to_vec()).await.0.unwrap();
+        stdin.shutdown_write().await.unwrap();
+        // cat saw end of file: it wrote what it had and exits.
+        let mut out = Vec::new();
+        cat.stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, b"before");
+        let err = stdin.write(b"after".to_vec()).await.0.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(cat.wait().await.unwrap().success());
+
+        // A child that exits without reading: writes fail with EPIPE (SIGPIPE is ignored).
+        let mut child = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        child.wait().await.unwrap();
+        let err = stdin.write_all(vec![7; 1 << 20]).await.0.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    });
+}
+
+/// The pids of this process's children whose environment contains `marker`.
+fn children_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| is_our_child(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+#[test]
+fn a_dropped_output_future_with_kill_on_drop_kills_its_child() {
+    run_watched(LIMIT, || async {
+        let marker = "URING_OUTPUT_DROP_MARKER";
+        let out = Command::new("sleep")
+            .arg("100")
+            .env(marker, "1")
+            .kill_on_drop(true)
+            .output();
+        // Spawned when output() was called.
+        let pids = children_with(marker);
+        assert_eq!(pids.len(), 1, "{pids:?}");
+        assert!(uring::time::timeout(Duration::from_millis(20), out)
+            .await
+            .is_err());
+        until_reaped(pids[0]).await;
+    });
+}
