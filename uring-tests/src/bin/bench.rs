@@ -41,7 +41,7 @@ const USAGE: &str =
   all             the same as no suite (the short pass, or the whole suite with --full)
   core [ROW]      the core suite, or one row of it (spawn, sleep, pingpong)
   process [ROW]   spawn and wait 1,000 `true` against tokio::process and std, or one row
-                  (sequential, concurrent); 3 rounds (about 15 s; 1 round, about 6 s, in the
+                  (sequential, concurrent); 3 rounds (about 15-25 s; 1 round, 6-10 s, in the
                   short pass)
   threads [ROW]   the threads suite (uring::Pool against tokio multi-thread), or one row of it
                   (spawn, blocking, echo, memory)
