@@ -134,6 +134,11 @@ const USED: &[OpUse] = &[
         fallback: Some("linkat(2) on the loop's thread"),
     },
     OpUse {
+        code: opcode::WaitId::CODE,
+        used_for: "waiting for child processes (process::Child::wait)",
+        fallback: Some("waitid(2) on a pidfd in the blocking pool"),
+    },
+    OpUse {
         code: opcode::Ftruncate::CODE,
         used_for: "File::set_len (6.9+)",
         fallback: Some("ftruncate(2) on the loop's thread"),
