@@ -114,9 +114,12 @@ impl SharedFd {
             Fixed::Registered(s) => {
                 // Only the ring that holds the table knows the slot: on another runtime (a file
                 // carried from one runtime to the next) use the fd.
-                let here = context::with_current(|c| {
-                    c.is_some_and(|c| std::ptr::eq(c, s.runtime.as_ptr()))
-                });
+                // A runtime that is gone is not this one, even if the current one was
+                // allocated at its address (its table holds other files).
+                let here = s.runtime.strong_count() > 0
+                    && context::with_current(|c| {
+                        c.is_some_and(|c| std::ptr::eq(c, s.runtime.as_ptr()))
+                    });
                 if here {
                     fixed_target(s.slot)
                 } else {

@@ -5,6 +5,7 @@
 //! the top of the range are reserved for the driver's own SQEs (cancels, the wake read).
 
 mod fixed;
+mod fixed_buffers;
 pub(crate) mod opcodes;
 mod probe;
 mod setup;
@@ -18,6 +19,8 @@ pub use setup::RingSetup;
 pub(crate) use user_data::UserData;
 
 use fixed::FixedFiles;
+use fixed_buffers::FixedBuffers;
+pub(crate) use fixed_buffers::{MAX_BUFFER as MAX_FIXED_BUFFER, SLOTS as FIXED_BUFFER_SLOTS};
 use io_uring::{opcode, squeue, types, IoUring};
 use slab::Slab;
 use slot::{Abandon, Completion, Event, Orphan, State};
@@ -97,6 +100,7 @@ pub(crate) struct Driver {
     /// submission.
     op_counts: Box<[u64; 256]>,
     fixed: FixedFiles,
+    fixed_buffers: FixedBuffers,
 }
 
 impl Driver {
@@ -118,6 +122,7 @@ impl Driver {
             stats: DriverStats::default(),
             op_counts: Box::new([0; 256]),
             fixed,
+            fixed_buffers: FixedBuffers::new(),
         };
         driver.arm_wake();
         Ok(driver)
@@ -165,6 +170,21 @@ impl Driver {
     /// Empties a slot of the registered-file table (INV-fd: no op in flight names it).
     pub(crate) fn release_fixed_file(&mut self, slot: u32) {
         self.fixed.release(&self.ring, slot);
+    }
+
+    /// Registers `bufs` in a contiguous range of the registered-buffer table: its first index,
+    /// `Ok(None)` when the kernel has no sparse buffer table, or the kernel's error.
+    pub(crate) fn register_buffers(&mut self, bufs: &[libc::iovec]) -> io::Result<Option<u32>> {
+        if self.shut_down {
+            return Err(io::Error::other("the runtime is shutting down"));
+        }
+        self.fixed_buffers.register(&self.ring, bufs)
+    }
+
+    /// Empties `n` slots of the registered-buffer table from `first` (INV-fixedbuf: no op in
+    /// flight names them).
+    pub(crate) fn release_buffers(&mut self, first: u32, n: u32) {
+        self.fixed_buffers.release(&self.ring, first, n);
     }
 
     /// Re-arms the eventfd read that lets another thread wake this loop.
@@ -497,6 +517,7 @@ impl Driver {
             return;
         }
         self.fixed.close();
+        self.fixed_buffers.close();
         let live: Vec<UserData> = self
             .slots
             .iter()

@@ -1,4 +1,5 @@
-//! Reads and writes on any fd: `IORING_OP_READ`, `WRITE`, `READV`, `WRITEV`.
+//! Reads and writes on any fd: `IORING_OP_READ`, `WRITE`, `READV`, `WRITEV`, and `READ_FIXED`,
+//! `WRITE_FIXED` when the buffer is a registered [`FixedBuf`](crate::buf::FixedBuf).
 //!
 //! `offset` is a file position; streams (sockets, pipes) ignore it, and `u64::MAX` (-1) means a
 //! file's current position.
@@ -20,15 +21,22 @@ struct Read<B> {
 }
 
 // SAFETY: the SQE points into `buf`'s stable memory (IoBufMut contract, INV-heap) and names
-// `fd` (by number or registered slot), held by `self` (INV-fd).
+// `fd` (by number or registered slot), held by `self` (INV-fd); a registered buffer's slot is
+// named only while `self` owns the buffer, on the ring that holds it (INV-fixedbuf).
 unsafe impl<B: IoBufMut> OpCode for Read<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
         let target = self.fd.target();
-        opcode::Read::new(target.fd, self.buf.stable_mut_ptr(), len)
-            .offset(self.offset)
-            .build()
-            .flags(target.flags)
+        let ptr = self.buf.stable_mut_ptr();
+        match self.buf.fixed_index() {
+            Some(index) => opcode::ReadFixed::new(target.fd, ptr, len, index)
+                .offset(self.offset)
+                .build(),
+            None => opcode::Read::new(target.fd, ptr, len)
+                .offset(self.offset)
+                .build(),
+        }
+        .flags(target.flags)
     }
 }
 
@@ -67,15 +75,22 @@ struct Write<B> {
 }
 
 // SAFETY: the SQE points into `buf`'s stable, initialized memory (IoBuf contract, INV-heap) and
-// names `fd` (by number or registered slot), held by `self` (INV-fd).
+// names `fd` (by number or registered slot), held by `self` (INV-fd); a registered buffer's
+// slot is named only while `self` owns the buffer, on the ring that holds it (INV-fixedbuf).
 unsafe impl<B: IoBuf> OpCode for Write<B> {
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_init().min(MAX_LEN) as u32;
         let target = self.fd.target();
-        opcode::Write::new(target.fd, self.buf.stable_ptr(), len)
-            .offset(self.offset)
-            .build()
-            .flags(target.flags)
+        let ptr = self.buf.stable_ptr();
+        match self.buf.fixed_index() {
+            Some(index) => opcode::WriteFixed::new(target.fd, ptr, len, index)
+                .offset(self.offset)
+                .build(),
+            None => opcode::Write::new(target.fd, ptr, len)
+                .offset(self.offset)
+                .build(),
+        }
+        .flags(target.flags)
     }
 }
 

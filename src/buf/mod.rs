@@ -9,6 +9,10 @@
 //!   (its capacity) and then calls `set_init` so the initialized length covers the bytes read.
 //!   `Vec::with_capacity(n)` therefore reads up to `n` bytes.
 
+mod fixed;
+
+pub use fixed::{FixedBuf, FixedBufPool, Next};
+
 use std::io;
 use std::ops::{Bound, RangeBounds};
 
@@ -33,6 +37,15 @@ pub unsafe trait IoBuf: Unpin + 'static {
 
     /// How many bytes the buffer can hold: what a read may fill.
     fn bytes_total(&self) -> usize;
+
+    /// For a [`FixedBuf`] whose pool is registered with the current runtime's ring: the index
+    /// of its slot in the ring's registered-buffer table, so reads and writes use
+    /// `READ_FIXED`/`WRITE_FIXED`. `None` for every other buffer (the default); do not
+    /// override it (INV-fixedbuf).
+    #[doc(hidden)]
+    fn fixed_index(&self) -> Option<u16> {
+        None
+    }
 
     /// A view of `range` of this buffer, which owns the buffer and can be handed to an operation.
     ///
@@ -274,6 +287,10 @@ unsafe impl<T: IoBuf> IoBuf for Slice<T> {
     fn bytes_total(&self) -> usize {
         let (begin, end) = self.bounds();
         end - begin
+    }
+    fn fixed_index(&self) -> Option<u16> {
+        // A view lies within its buffer, so within the buffer's registered slot.
+        self.buf.fixed_index()
     }
 }
 
