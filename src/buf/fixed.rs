@@ -44,12 +44,19 @@ const ALIGN: usize = 4096;
 ///
 /// ```
 /// use uring::buf::FixedBufPool;
-/// use uring::fs::File;
+/// use uring::fs::OpenOptions;
 ///
 /// uring::run(async {
 ///     let pool = FixedBufPool::new(4, 4096).unwrap();
 ///     let path = std::env::temp_dir().join(format!("fixed-doc-{}", std::process::id()));
-///     let file = File::create(&path).await.unwrap();
+///     let file = OpenOptions::new()
+///         .read(true)
+///         .write(true)
+///         .create(true)
+///         .truncate(true)
+///         .open(&path)
+///         .await
+///         .unwrap();
 ///
 ///     let mut buf = pool.get().expect("four are free");
 ///     buf.extend_from_slice(b"hello, registered memory");
