@@ -37,6 +37,9 @@ mod engines;
 
 use super::{median, print_table, Better, SummaryRow};
 use engines::*;
+
+/// The name of the engine that runs uring with a `FixedBufPool` (registered buffers).
+const FIXED_ENGINE: &str = "uring (QD tasks, FixedBufPool)";
 use std::cell::Cell;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -50,7 +53,7 @@ pub const USAGE: &str = "usage: bench fs [--size N[K|M|G]] [--secs S] [--rounds 
   --secs    seconds per round of each row (default 2)
   --rounds  rounds per row, interleaved across engines; medians are reported (default 3)
   --only    run only the workloads whose name contains TEXT (e.g. QD32, O_DIRECT, write)
-  --engines run only these peers besides uring: tokio-fs,tokio-pread,std,std-rotating,raw,raw-fixed,fio";
+  --engines run only these peers besides uring: uring-fixed,tokio-fs,tokio-pread,std,std-rotating,raw,raw-fixed,fio";
 
 /// Settings of one run of the suite.
 #[derive(Debug, Clone)]
@@ -392,6 +395,13 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
             None,
             Box::new(|r| Some(with_cpu(|| run_uring(&path, cfg, w, r)))),
         )];
+        if want("uring-fixed") {
+            engines.push((
+                FIXED_ENGINE,
+                None,
+                Box::new(|r| Some(with_cpu(|| run_uring_fixed(&path, cfg, w, r)))),
+            ));
+        }
         if w.depth > 1 {
             engines.push((
                 "uring (QD futures, 1 task)",
@@ -519,6 +529,39 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
             uring: uring_ops,
             peers,
         });
+        // The same comparison with uring's registered buffers as uring's figure.
+        if let Some(k) = engines
+            .iter()
+            .position(|(name, _, _)| *name == FIXED_ENGINE)
+        {
+            let ops_of = |i: usize| {
+                let mut v: Vec<f64> = samples[i].iter().flatten().map(|x| x.ops_per_sec).collect();
+                median(&mut v)
+            };
+            let peers = engines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (_, column, _))| {
+                    let mut rs: Vec<f64> = samples[k]
+                        .iter()
+                        .zip(&samples[i])
+                        .filter_map(|(u, x)| {
+                            Some(u.as_ref()?.ops_per_sec / x.as_ref()?.ops_per_sec)
+                        })
+                        .collect();
+                    Some((column.as_ref().copied()?, ops_of(i), median(&mut rs)))
+                })
+                .collect();
+            summary.push(SummaryRow {
+                suite: "files",
+                work: format!("{}, FixedBufPool ({} MiB file)", w.name, cfg.size >> 20),
+                figure: "IOPS",
+                better: Better::Higher,
+                decimals: 0,
+                uring: ops_of(k),
+                peers,
+            });
+        }
         eprintln!("done: {}", w.name);
     }
     print_table(

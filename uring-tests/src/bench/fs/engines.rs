@@ -53,6 +53,53 @@ pub(super) fn run_uring(path: &Path, cfg: &Config, w: &Workload, round: u64) -> 
     })
 }
 
+/// As [`run_uring`], with each task's buffer a `FixedBuf` from one `FixedBufPool` registered
+/// with the ring (so the ops are `READ_FIXED`/`WRITE_FIXED`).
+pub(super) fn run_uring_fixed(path: &Path, cfg: &Config, w: &Workload, round: u64) -> f64 {
+    let rt = uring::Runtime::new().expect("uring runtime");
+    rt.block_on(async {
+        let f = Rc::new(uring::fs::File::from(open_std(path, w)));
+        let pool = uring::buf::FixedBufPool::new(w.depth, w.block).expect("register buffers");
+        assert!(pool.is_registered(), "this kernel registers buffers");
+        let seq = Rc::new(Cell::new(0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..w.depth)
+            .map(|t| {
+                let f = f.clone();
+                let mut offs = Offsets::new(cfg.size, w, round * 1000 + t as u64 + 1, seq.clone());
+                let w = *w;
+                let secs = cfg.secs;
+                let mut buf = pool.get().expect("one buffer per task");
+                if w.write {
+                    buf.set_len(w.block);
+                }
+                uring::spawn(async move {
+                    let mut done = 0u64;
+                    let mut deadline = Deadline::new(secs);
+                    while !deadline.passed() {
+                        let off = offs.next();
+                        let (res, b) = if w.write {
+                            f.write_at(buf, off).await
+                        } else {
+                            buf.clear();
+                            f.read_at(buf, off).await
+                        };
+                        buf = b;
+                        assert_eq!(res.expect("uring bench op"), w.block);
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("bench task");
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
 /// One uring op of the benchmark, as a nameable future type for [`run_uring_futures`].
 async fn uring_op(
     f: Rc<uring::fs::File>,
