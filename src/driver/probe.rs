@@ -39,6 +39,16 @@ const USED: &[OpUse] = &[
         fallback: None,
     },
     OpUse {
+        code: opcode::ReadFixed::CODE,
+        used_for: "reads into a registered buffer (buf::FixedBuf)",
+        fallback: None,
+    },
+    OpUse {
+        code: opcode::WriteFixed::CODE,
+        used_for: "writes from a registered buffer (buf::FixedBuf)",
+        fallback: None,
+    },
+    OpUse {
         code: opcode::SendMsg::CODE,
         used_for: "datagram sends to an address, vectored stream writes",
         fallback: None,
