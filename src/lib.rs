@@ -40,6 +40,7 @@ mod op;
 mod pool;
 pub mod process;
 mod runtime;
+pub mod signal;
 pub mod task;
 pub mod time;
 mod waker;
