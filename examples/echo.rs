@@ -8,16 +8,28 @@
 //! serves each connection in its own task until the client closes it. With `--threads N` (0: one
 //! per CPU) it runs a `uring::Pool` of N workers, each with its own ring and its own
 //! `SO_REUSEPORT` listener on the address, so the kernel spreads connections between them.
+//!
+//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listener is closed,
+//! so new connections are refused), lets the open connections finish for up to `--grace SECS`
+//! (default 5; a second signal cuts the wait short), then exits 0, dropping the connections
+//! still open. With `--threads`, every worker listens for the signals and stops on its own.
+//! (`examples/support/shutdown.rs`; the listeners are made before the address is printed, so a
+//! signal sent by whoever read it is never missed.)
 
+#[path = "support/shutdown.rs"]
+mod shutdown;
+
+use shutdown::{serve_until_stopped, Connections, ListenerControl, StopSignals};
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
-const USAGE: &str =
-    "usage: echo [--addr IP:PORT] [--threads N]   (defaults 127.0.0.1:7000, 1; 0 = all CPUs)";
+const USAGE: &str = "usage: echo [--addr IP:PORT] [--threads N] [--grace SECS]   \
+                     (defaults 127.0.0.1:7000, 1 (0 = all CPUs), 5 s)";
 
 fn main() {
-    let (addr, threads) = match parse_args() {
+    let (addr, threads, grace) = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("echo: {msg}\n{USAGE}");
@@ -30,8 +42,18 @@ fn main() {
             eprintln!("echo: {e}");
             std::process::exit(1);
         });
+        let stop = stop_signals();
         println!("{}", listener.local_addr().expect("bound address"));
-        runtime.block_on(accept_loop(listener));
+        let connections = Connections::default();
+        let control = listener_control(&listener);
+        runtime.block_on(serve_until_stopped(
+            "echo",
+            control,
+            accept_loop(listener, connections.clone()),
+            stop,
+            connections,
+            grace,
+        ));
         return;
     }
     // The first listener fixes the port (the address may say 0); every worker gets its own on
@@ -46,6 +68,12 @@ fn main() {
             eprintln!("echo: {e}");
             std::process::exit(1);
         });
+    // One pair of signal listeners per worker, all made before the address is printed.
+    let stops = Mutex::new(
+        (0..pool.threads())
+            .map(|_| stop_signals())
+            .collect::<Vec<_>>(),
+    );
     println!("{addr}");
     pool.run_each(move |_worker| {
         let listener = match first.lock().unwrap().take() {
@@ -53,8 +81,31 @@ fn main() {
             None => TcpListener::bind_reuseport(addr),
         };
         let listener = listener.unwrap_or_else(|e| fail(addr, e));
-        accept_loop(listener)
+        let stop = stops.lock().unwrap().pop().expect("one per worker");
+        let connections = Connections::default();
+        serve_until_stopped(
+            "echo",
+            listener_control(&listener),
+            accept_loop(listener, connections.clone()),
+            stop,
+            connections,
+            grace,
+        )
     });
+}
+
+fn listener_control(listener: &TcpListener) -> ListenerControl {
+    ListenerControl::new(listener).unwrap_or_else(|e| {
+        eprintln!("echo: cannot duplicate the listener's fd: {e}");
+        std::process::exit(1);
+    })
+}
+
+fn stop_signals() -> StopSignals {
+    StopSignals::new().unwrap_or_else(|e| {
+        eprintln!("echo: cannot listen for SIGINT and SIGTERM: {e}");
+        std::process::exit(1);
+    })
 }
 
 fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
@@ -62,14 +113,14 @@ fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-async fn accept_loop(listener: TcpListener) {
+async fn accept_loop(listener: TcpListener, connections: Connections) {
     let mut incoming = listener.incoming();
     let mut backoff = AcceptBackoff::default();
     while let Some(accepted) = incoming.next().await {
         match accepted {
             Ok(stream) => {
                 backoff.on_success();
-                uring::spawn(serve(stream));
+                connections.spawn(serve(stream));
             }
             Err(e) => {
                 eprintln!("echo: accept: {e}");
@@ -112,9 +163,10 @@ fn peer(stream: &TcpStream) -> String {
         .unwrap_or_else(|_| "connection".into())
 }
 
-fn parse_args() -> Result<(SocketAddr, usize), String> {
+fn parse_args() -> Result<(SocketAddr, usize, Duration), String> {
     let mut addr: SocketAddr = "127.0.0.1:7000".parse().expect("default address");
     let mut threads = 1;
+    let mut grace = shutdown::DEFAULT_GRACE;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -126,6 +178,10 @@ fn parse_args() -> Result<(SocketAddr, usize), String> {
                 let v = args.next().ok_or("--threads needs a value")?;
                 threads = v.parse().map_err(|e| format!("bad --threads {v:?}: {e}"))?;
             }
+            "--grace" => {
+                let v = args.next().ok_or("--grace needs a value")?;
+                grace = shutdown::parse_grace(&v)?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -133,5 +189,5 @@ fn parse_args() -> Result<(SocketAddr, usize), String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok((addr, threads))
+    Ok((addr, threads, grace))
 }

@@ -14,16 +14,27 @@
 //! With `--threads N` (0: one per CPU) it runs a `uring::Pool` of N workers, each with its own
 //! ring and its own `SO_REUSEPORT` listener on `--listen`, so the kernel spreads connections
 //! between them; each connection is relayed on the worker that accepted it.
+//!
+//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listener is closed,
+//! so new connections are refused), lets the connections being relayed finish for up to
+//! `--grace SECS` (default 5; a second signal cuts the wait short), then exits 0, dropping the
+//! connections still open. With `--threads`, every worker listens for the signals and stops on
+//! its own (`examples/support/shutdown.rs`).
 
+#[path = "support/shutdown.rs"]
+mod shutdown;
+
+use shutdown::{serve_until_stopped, Connections, ListenerControl, StopSignals};
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::time::Duration;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
-const USAGE: &str =
-    "usage: proxy --listen IP:PORT --upstream IP:PORT [--threads N]   (default 1; 0 = all CPUs)";
+const USAGE: &str = "usage: proxy --listen IP:PORT --upstream IP:PORT [--threads N] \
+                     [--grace SECS]   (defaults: 1 thread (0 = all CPUs), 5 s)";
 
 fn main() {
-    let (listen, upstream, threads) = match parse_args() {
+    let (listen, upstream, threads, grace) = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("proxy: {msg}\n{USAGE}");
@@ -36,8 +47,18 @@ fn main() {
             eprintln!("proxy: {e}");
             std::process::exit(1);
         });
+        let stop = stop_signals();
         println!("{}", listener.local_addr().expect("bound address"));
-        runtime.block_on(accept_loop(listener, upstream));
+        let connections = Connections::default();
+        let control = listener_control(&listener);
+        runtime.block_on(serve_until_stopped(
+            "proxy",
+            control,
+            accept_loop(listener, upstream, connections.clone()),
+            stop,
+            connections,
+            grace,
+        ));
         return;
     }
     // The first listener fixes the port; every worker gets its own on it (see examples/echo.rs).
@@ -51,14 +72,44 @@ fn main() {
             eprintln!("proxy: {e}");
             std::process::exit(1);
         });
+    // One pair of signal listeners per worker, all made before the address is printed.
+    let stops = Mutex::new(
+        (0..pool.threads())
+            .map(|_| stop_signals())
+            .collect::<Vec<_>>(),
+    );
     println!("{listen}");
     pool.run_each(move |_worker| {
         let listener = match first.lock().unwrap().take() {
             Some(l) => TcpListener::from_std(l),
             None => TcpListener::bind_reuseport(listen),
         };
-        accept_loop(listener.unwrap_or_else(|e| fail(listen, e)), upstream)
+        let listener = listener.unwrap_or_else(|e| fail(listen, e));
+        let stop = stops.lock().unwrap().pop().expect("one per worker");
+        let connections = Connections::default();
+        serve_until_stopped(
+            "proxy",
+            listener_control(&listener),
+            accept_loop(listener, upstream, connections.clone()),
+            stop,
+            connections,
+            grace,
+        )
     });
+}
+
+fn listener_control(listener: &TcpListener) -> ListenerControl {
+    ListenerControl::new(listener).unwrap_or_else(|e| {
+        eprintln!("proxy: cannot duplicate the listener's fd: {e}");
+        std::process::exit(1);
+    })
+}
+
+fn stop_signals() -> StopSignals {
+    StopSignals::new().unwrap_or_else(|e| {
+        eprintln!("proxy: cannot listen for SIGINT and SIGTERM: {e}");
+        std::process::exit(1);
+    })
 }
 
 fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
@@ -66,14 +117,14 @@ fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr) {
+async fn accept_loop(listener: TcpListener, upstream: SocketAddr, connections: Connections) {
     let mut incoming = listener.incoming();
     let mut backoff = AcceptBackoff::default();
     while let Some(accepted) = incoming.next().await {
         match accepted {
             Ok(client) => {
                 backoff.on_success();
-                uring::spawn(relay(client, upstream));
+                connections.spawn(relay(client, upstream));
             }
             Err(e) => {
                 eprintln!("proxy: accept: {e}");
@@ -105,8 +156,9 @@ async fn relay(client: TcpStream, upstream: SocketAddr) {
     }
 }
 
-fn parse_args() -> Result<(SocketAddr, SocketAddr, usize), String> {
+fn parse_args() -> Result<(SocketAddr, SocketAddr, usize, Duration), String> {
     let (mut listen, mut upstream, mut threads) = (None, None, 1);
+    let mut grace = shutdown::DEFAULT_GRACE;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<SocketAddr, String> {
@@ -120,6 +172,10 @@ fn parse_args() -> Result<(SocketAddr, SocketAddr, usize), String> {
                 let v = args.next().ok_or("--threads needs a value")?;
                 threads = v.parse().map_err(|e| format!("bad --threads {v:?}: {e}"))?;
             }
+            "--grace" => {
+                let v = args.next().ok_or("--grace needs a value")?;
+                grace = shutdown::parse_grace(&v)?;
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -131,5 +187,6 @@ fn parse_args() -> Result<(SocketAddr, SocketAddr, usize), String> {
         listen.ok_or("--listen is required")?,
         upstream.ok_or("--upstream is required")?,
         threads,
+        grace,
     ))
 }

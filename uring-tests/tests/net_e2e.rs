@@ -1,19 +1,22 @@
 //! End to end with real clients: `curl` through `examples/proxy` to `python3 -m http.server`
-//! (a 64 MiB random file, compared by `sha256sum`), `nc -N` half-close through the proxy, and
-//! `examples/echo` serving a plain std client.
+//! (a 64 MiB random file, compared by `sha256sum`), `nc -N` half-close through the proxy,
+//! `examples/echo` serving a plain std client, and the graceful shutdown of both on SIGINT and
+//! SIGTERM (a 64 MiB transfer through the proxy finishes, open echo connections are served
+//! during the grace period and dropped after it, the exit code is 0).
 //!
 //! The example binaries and the tools are those of `uring_tests::e2e` (`.ci/test` installs the
 //! tools).
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 use uring_tests::e2e::{
     example, require, sha256sum, start_example, start_example_with, start_python_http_server,
     wait_with_limit, write_random_file,
 };
-use uring_tests::{watchdog, TempDir};
+use uring_tests::{watchdog, Rng, TempDir};
 
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -226,5 +229,261 @@ fn proxy_logs_a_failed_upstream_and_keeps_serving() {
             .filter(|l| l.contains("connect to upstream") && l.contains("refused"))
             .count();
         assert_eq!(refused, 4, "one log line per failed connection:\n{err}");
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown on SIGINT and SIGTERM
+// ---------------------------------------------------------------------------------------------
+
+/// Sends `signum` to a child process.
+fn send_signal(child: &Child, signum: i32) {
+    // SAFETY: kill(2) takes no pointer; the pid is our unreaped child's.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, signum) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// Waits for `child` to exit within `limit` (it is killed by its guard otherwise).
+fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child's stderr, read line by line on a thread (each line is also copied to the test's
+/// stderr).
+struct StderrLines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    fn take(child: &mut Child) -> StderrLines {
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  | {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until `count` lines in all contain `needle`.
+    fn wait_for(&mut self, needle: &str, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.seen.iter().filter(|l| l.contains(needle)).count() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "{count} line(s) with {needle:?} expected within {limit:?}; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Every line the child wrote, once it has exited (its stderr is closed).
+    fn all(mut self) -> String {
+        while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(10)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}
+
+/// A connection to `addr` is refused (the listener is closed).
+fn assert_refused(addr: std::net::SocketAddr) {
+    match std::net::TcpStream::connect(addr) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("{addr} still accepts connections after the stop"),
+    }
+}
+
+#[test]
+fn sigterm_to_the_proxy_during_a_64_mib_transfer_lets_it_finish_and_exits_0() {
+    proxy_sigterm_during_transfer(&[]);
+}
+
+#[test]
+fn sigterm_to_a_two_worker_proxy_during_a_64_mib_transfer_lets_it_finish_and_exits_0() {
+    proxy_sigterm_during_transfer(&["--threads", "2"]);
+}
+
+fn proxy_sigterm_during_transfer(extra: &[&'static str]) {
+    let extra: Vec<&'static str> = extra.to_vec();
+    watchdog(LIMIT, move || {
+        const LEN: usize = 64 << 20;
+        let data = Arc::new(Rng(0x5eed_0f_5e_7e).bytes(LEN));
+        // The upstream sends 64 MiB on its one connection, then closes.
+        let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        let server = {
+            let data = data.clone();
+            std::thread::spawn(move || {
+                let (mut s, _) = origin.accept().unwrap();
+                s.write_all(&data).unwrap();
+            })
+        };
+        let workers = if extra.is_empty() { 1 } else { 2 };
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &*Box::leak(origin_addr.to_string().into_boxed_str()),
+            // Long enough that only the transfer's own end lets the proxy exit.
+            "--grace",
+            "200",
+        ];
+        args.extend(&extra);
+        let (mut proxy, proxy_addr) = start_example_with("proxy", &args, Stdio::piped());
+        let mut stderr = StderrLines::take(&mut proxy.0);
+
+        let mut client = std::net::TcpStream::connect(proxy_addr).unwrap();
+        let mut got = vec![0u8; 1 << 20];
+        client.read_exact(&mut got).unwrap();
+        // The client stops reading: the rest of the 64 MiB is still to come when the signal lands.
+        send_signal(&proxy.0, libc::SIGTERM);
+        stderr.wait_for(
+            "SIGTERM: stopped accepting",
+            workers,
+            Duration::from_secs(60),
+        );
+        assert_refused(proxy_addr);
+        client.read_to_end(&mut got).unwrap();
+        drop(client);
+        assert_eq!(got.len(), LEN, "bytes through the proxy");
+        assert!(got == *data, "the 64 MiB arrived intact");
+        server.join().unwrap();
+
+        let status = wait_exit(&mut proxy.0, Duration::from_secs(60), "the proxy");
+        let log = stderr.all();
+        assert_eq!(status.code(), Some(0), "exit status; stderr:\n{log}");
+        assert!(log.contains("every connection finished"), "{log}");
+    });
+}
+
+#[test]
+fn sigint_to_an_idle_echo_exits_0_promptly() {
+    for extra in [&[][..], &["--threads", "2"][..]] {
+        let extra: Vec<&'static str> = extra.to_vec();
+        watchdog(LIMIT, move || {
+            let mut args = vec!["--addr", "127.0.0.1:0", "--grace", "100"];
+            args.extend(&extra);
+            let (mut echo, _) = start_example_with("echo", &args, Stdio::piped());
+            let stderr = StderrLines::take(&mut echo.0);
+            let start = Instant::now();
+            send_signal(&echo.0, libc::SIGINT);
+            // No connection is open: no grace period to wait out (it is 100 s here).
+            let status = wait_exit(&mut echo.0, Duration::from_secs(60), "echo");
+            let log = stderr.all();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "exit status {extra:?}; stderr:\n{log}"
+            );
+            assert!(log.contains("SIGINT: stopped accepting"), "{log}");
+            eprintln!("echo {extra:?} exited {:?} after SIGINT", start.elapsed());
+        });
+    }
+}
+
+#[test]
+fn a_connection_still_open_after_the_grace_period_is_dropped_and_echo_exits_0() {
+    watchdog(LIMIT, || {
+        let (mut echo, addr) = start_example_with(
+            "echo",
+            &["--addr", "127.0.0.1:0", "--grace", "1"],
+            Stdio::piped(),
+        );
+        let mut stderr = StderrLines::take(&mut echo.0);
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        client.write_all(b"hello").unwrap();
+        let mut back = [0u8; 5];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"hello");
+        let start = Instant::now();
+        send_signal(&echo.0, libc::SIGTERM);
+        stderr.wait_for("1 connection(s) open", 1, Duration::from_secs(60));
+        // The client neither sends nor closes: the grace period runs out.
+        let status = wait_exit(&mut echo.0, Duration::from_secs(60), "echo");
+        let waited = start.elapsed();
+        let log = stderr.all();
+        assert_eq!(status.code(), Some(0), "exit status; stderr:\n{log}");
+        assert!(log.contains("the grace period is over"), "{log}");
+        assert!(
+            waited >= Duration::from_secs(1),
+            "exited before the grace period: {waited:?}"
+        );
+        // The connection was dropped: end of stream (or a reset).
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        match client.read(&mut back) {
+            Ok(n) => assert_eq!(n, 0, "end of stream"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    });
+}
+
+#[test]
+fn sigterm_to_a_two_worker_echo_serves_open_connections_to_their_end_and_exits_0() {
+    watchdog(LIMIT, || {
+        let (mut echo, addr) = start_example_with(
+            "echo",
+            &["--addr", "127.0.0.1:0", "--threads", "2", "--grace", "200"],
+            Stdio::piped(),
+        );
+        let mut stderr = StderrLines::take(&mut echo.0);
+        let round = |c: &mut std::net::TcpStream, i: usize| {
+            let msg = vec![i as u8; 1000 + i];
+            c.write_all(&msg).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(back, msg);
+        };
+        // Enough connections that both workers (SO_REUSEPORT spreads them) hold some.
+        let mut clients: Vec<std::net::TcpStream> = (0..16)
+            .map(|i| {
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                round(&mut c, i);
+                c
+            })
+            .collect();
+        send_signal(&echo.0, libc::SIGTERM);
+        // Both workers stop accepting, each on its own signal listener.
+        stderr.wait_for("SIGTERM: stopped accepting", 2, Duration::from_secs(60));
+        assert_refused(addr);
+        // The open connections are still served during the grace period.
+        for (i, c) in clients.iter_mut().enumerate() {
+            for r in 0..5 {
+                round(c, i + r);
+            }
+        }
+        drop(clients);
+        let status = wait_exit(&mut echo.0, Duration::from_secs(60), "echo --threads 2");
+        let log = stderr.all();
+        assert_eq!(status.code(), Some(0), "exit status; stderr:\n{log}");
+        assert_eq!(log.matches("stopped accepting").count(), 2, "{log}");
+        assert!(
+            !log.contains("grace period is over"),
+            "no connection was cut:\n{log}"
+        );
     });
 }
