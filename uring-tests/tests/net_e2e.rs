@@ -330,7 +330,7 @@ fn proxy_sigterm_during_transfer(extra: &[&'static str]) {
     let extra: Vec<&'static str> = extra.to_vec();
     watchdog(LIMIT, move || {
         const LEN: usize = 64 << 20;
-        let data = Arc::new(Rng(0x5eed_0f_5e_7e).bytes(LEN));
+        let data = Arc::new(Rng(0x5eed_5e7e).bytes(LEN));
         // The upstream sends 64 MiB on its one connection, then closes.
         let origin = TcpListener::bind("127.0.0.1:0").unwrap();
         let origin_addr = origin.local_addr().unwrap();
@@ -342,11 +342,12 @@ fn proxy_sigterm_during_transfer(extra: &[&'static str]) {
             })
         };
         let workers = if extra.is_empty() { 1 } else { 2 };
+        let upstream = origin_addr.to_string();
         let mut args = vec![
             "--listen",
             "127.0.0.1:0",
             "--upstream",
-            &*Box::leak(origin_addr.to_string().into_boxed_str()),
+            &upstream,
             // Long enough that only the transfer's own end lets the proxy exit.
             "--grace",
             "200",
