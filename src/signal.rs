@@ -176,8 +176,18 @@ fn check_signum(signum: i32) -> io::Result<usize> {
     }
 }
 
-/// Creates the eventfd the handlers write, once.
+/// The eventfd the handlers write, created by the first [`install`].
 fn notify_fd() -> io::Result<i32> {
+    let fd = NOTIFY_FD.load(Ordering::Acquire);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let _guard = lock(&INSTALL);
+    notify_fd_locked()
+}
+
+/// [`notify_fd`] with `INSTALL` held: creates the eventfd if it does not exist yet.
+fn notify_fd_locked() -> io::Result<i32> {
     let fd = NOTIFY_FD.load(Ordering::Acquire);
     if fd >= 0 {
         return Ok(fd);
@@ -204,7 +214,7 @@ fn install(signum: usize) -> io::Result<()> {
         return Ok(());
     }
     // The eventfd exists before any handler that writes it.
-    notify_fd()?;
+    notify_fd_locked()?;
     // SAFETY: INV-ffi: sigaction reads the struct we own and fill; `handler` is an `extern "C"
     // fn(c_int)`, the shape a handler without SA_SIGINFO has, and does only what INV-signal
     // allows.
