@@ -286,7 +286,8 @@ impl fmt::Debug for Signal {
 /// `tokio::signal::unix::signal`, asyncio's `loop.add_signal_handler`.
 ///
 /// Every signal delivered after this returns is seen by the listener's next
-/// [`recv`](Signal::recv). It may be called outside a runtime.
+/// [`recv`](Signal::recv); one delivered before the call is not (one racing with the call may
+/// be). It may be called outside a runtime.
 ///
 /// ```
 /// use uring::signal::{signal, SIGUSR2};
@@ -315,6 +316,8 @@ impl fmt::Debug for Signal {
 pub fn signal(signum: i32) -> io::Result<Signal> {
     let signum = check_signum(signum)?;
     install(signum)?;
+    // Signals still pending from before go to the listeners that were there for them.
+    dispatch();
     let entry = &ENTRIES[signum];
     let key = lock(&entry.listeners).insert(None);
     let seen = entry.generation.load(Ordering::SeqCst);
