@@ -9,8 +9,8 @@
 //! per CPU) it runs a `uring::Pool` of N workers, each with its own ring and its own
 //! `SO_REUSEPORT` listener on the address, so the kernel spreads connections between them.
 //!
-//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listening socket is shut down,
-//! so new connections are refused), lets the open connections finish for up to `--grace SECS`
+//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listening socket is
+//! shut down, so new connections are refused), lets the open connections finish for up to `--grace SECS`
 //! (default 5; a second signal cuts the wait short), then exits 0, dropping the connections
 //! still open. With `--threads`, every worker listens for the signals and stops on its own.
 //! (`examples/support/shutdown.rs`; the listeners are made before the address is printed, so a

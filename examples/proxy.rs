@@ -15,8 +15,8 @@
 //! ring and its own `SO_REUSEPORT` listener on `--listen`, so the kernel spreads connections
 //! between them; each connection is relayed on the worker that accepted it.
 //!
-//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listening socket is shut down,
-//! so new connections are refused), lets the connections being relayed finish for up to
+//! SIGINT (Ctrl-C) or SIGTERM stops it gracefully: it stops accepting (the listening socket is
+//! shut down, so new connections are refused), lets the connections being relayed finish for up to
 //! `--grace SECS` (default 5; a second signal cuts the wait short), then exits 0, dropping the
 //! connections still open. With `--threads`, every worker listens for the signals and stops on
 //! its own (`examples/support/shutdown.rs`).
