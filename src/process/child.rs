@@ -417,6 +417,19 @@ fn reap_on_pool(pidfd: &SharedFd) {
     }
 }
 
+/// Whether `pidfd` names a child of this process (exited or not), without reaping it:
+/// `waitid(P_PIDFD, .., WNOHANG | WNOWAIT)` fails with `ECHILD` otherwise.
+fn check_is_our_child(pidfd: &SharedFd) -> io::Result<()> {
+    match waitid(pidfd.as_raw_fd(), libc::WNOHANG | libc::WNOWAIT) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Err(io::Error::other(
+            "the child was reaped elsewhere (SIGCHLD ignored, or a waitpid(-1) on another \
+             thread) before uring could watch it; its pid may name another process now",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,18 +455,5 @@ mod tests {
             let status = child.wait().await.unwrap();
             assert_eq!(status.signal(), Some(libc::SIGKILL));
         });
-    }
-}
-
-/// Whether `pidfd` names a child of this process (exited or not), without reaping it:
-/// `waitid(P_PIDFD, .., WNOHANG | WNOWAIT)` fails with `ECHILD` otherwise.
-fn check_is_our_child(pidfd: &SharedFd) -> io::Result<()> {
-    match waitid(pidfd.as_raw_fd(), libc::WNOHANG | libc::WNOWAIT) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Err(io::Error::other(
-            "the child was reaped elsewhere (SIGCHLD ignored, or a waitpid(-1) on another \
-             thread) before uring could watch it; its pid may name another process now",
-        )),
-        Err(e) => Err(e),
     }
 }
