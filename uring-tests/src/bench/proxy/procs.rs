@@ -147,6 +147,20 @@ impl Scratch {
     /// When it cannot be made.
     pub fn new(parent: &Path) -> io::Result<Scratch> {
         use std::os::unix::fs::PermissionsExt;
+        // A run that was killed leaves its directory (with a file of up to 1 GiB, in memory
+        // when `parent` is /dev/shm): remove those whose process is gone.
+        if let Ok(entries) = std::fs::read_dir(parent) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("uring-proxy-bench-"))
+                    .and_then(|p| p.parse::<u32>().ok());
+                if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let path = parent.join(format!("uring-proxy-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(path.join("www"))?;
