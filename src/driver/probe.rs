@@ -114,6 +114,11 @@ const USED: &[OpUse] = &[
         fallback: None,
     },
     OpUse {
+        code: opcode::Splice::CODE,
+        used_for: "file-to-socket sends through a pipe (TcpStream::send_file)",
+        fallback: None,
+    },
+    OpUse {
         code: opcode::Shutdown::CODE,
         used_for: "shutting down a stream's write half",
         fallback: None,
@@ -142,6 +147,11 @@ const USED: &[OpUse] = &[
         code: opcode::LinkAt::CODE,
         used_for: "fs::hard_link (5.15+)",
         fallback: Some("linkat(2) on the loop's thread"),
+    },
+    OpUse {
+        code: opcode::SendZc::CODE,
+        used_for: "zero-copy stream sends (TcpStream::write_zc, write_all_zc; 6.0+)",
+        fallback: Some("a plain SEND"),
     },
     OpUse {
         code: opcode::WaitId::CODE,
