@@ -456,3 +456,103 @@ fn send_file_dropped_mid_flight_leaks_nothing() {
         }
     });
 }
+
+#[test]
+fn a_socket_without_zero_copy_falls_back_to_send() {
+    run(|| async {
+        if !has_send_zc() {
+            return;
+        }
+        // A Unix-domain socket handed over as a TcpStream: the kernel answers SEND_ZC with
+        // EOPNOTSUPP, and the same bytes go out by a plain SEND.
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let a = TcpStream::from_std(std::os::fd::OwnedFd::from(a).into()).unwrap();
+        let zc = uring::metrics().submitted(SEND_ZC);
+        let send = uring::metrics().submitted(io_uring::opcode::Send::CODE);
+        let data = Rng(43).bytes(100_000);
+        let expect = data.clone();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut &b, &mut got).unwrap();
+            got
+        });
+        let (res, _) = a.write_all_zc(data).await;
+        res.unwrap();
+        drop(a);
+        assert!(reader.join().unwrap() == expect);
+        assert!(
+            uring::metrics().submitted(SEND_ZC) > zc,
+            "SEND_ZC was tried"
+        );
+        assert!(
+            uring::metrics().submitted(io_uring::opcode::Send::CODE) > send,
+            "and SEND sent"
+        );
+    });
+}
+
+#[test]
+fn a_runtime_shutting_down_with_a_send_its_peer_never_reads_gives_up_in_time() {
+    if uring_tests::under_valgrind() {
+        // The drain gives up and leaks the buffer on purpose: a definite leak for valgrind.
+        return;
+    }
+    uring_tests::watchdog(LIMIT, || {
+        let rt = uring::Runtime::builder()
+            .shutdown_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        // The receiver is a std socket that outlives the runtime and never reads.
+        let peer = rt.block_on(async {
+            let (server, client) = tcp_pair_tiny_window(200_000).await;
+            let client = client.into_std().unwrap();
+            uring::spawn(async move {
+                let _ = server.write_zc(vec![3u8; 64 * 1024]).await;
+            });
+            sleep(Duration::from_millis(100)).await;
+            client
+        });
+        let t0 = std::time::Instant::now();
+        drop(rt);
+        assert!(t0.elapsed() < Duration::from_secs(20), "the drain gave up");
+        drop(peer);
+    });
+}
+
+#[test]
+fn send_file_to_a_closed_peer_raises_no_sigpipe_even_with_the_default_action() {
+    if uring_tests::is_child("sigpipe") {
+        // SAFETY: restores the default action (terminate) for SIGPIPE, which Rust's runtime
+        // had set to ignore; this child process exists for that.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        run(|| async {
+            let dir = TempDir::new("send-file-sigpipe");
+            let (path, _) = make_file(&dir, 4 << 20, 47);
+            let file = File::open(&path).await.unwrap();
+            let (server, client) = tcp_pair().await;
+            drop(client);
+            loop {
+                if let Err(e) = server.send_file(&file, 0, 4 << 20).await {
+                    println!("typed error: {:?}", e.kind());
+                    break;
+                }
+            }
+            // A zero-copy send and a plain one pass MSG_NOSIGNAL.
+            let (res, _) = server.write_zc(vec![0u8; 4096]).await;
+            assert!(res.is_err());
+        });
+        println!("child survived");
+        return;
+    }
+    let out = uring_tests::run_child(
+        "send_file_to_a_closed_peer_raises_no_sigpipe_even_with_the_default_action",
+        "sigpipe",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child survived"),
+        "status {:?}, stdout {stdout}, stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
