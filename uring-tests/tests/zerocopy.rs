@@ -58,6 +58,15 @@ async fn tcp_pair_tiny_window(sndbuf: usize) -> (TcpStream, TcpStream) {
     (server, client)
 }
 
+/// Gives the receiver of a [`tcp_pair_tiny_window`] a normal receive buffer before it drains
+/// the connection: with a window below the segment size, TCP's silly-window avoidance leaves
+/// the sender waiting for its persist timer (backing off to minutes).
+fn open_window(client: &TcpStream) {
+    socket2::SockRef::from(&client.as_fd())
+        .set_recv_buffer_size(1 << 20)
+        .unwrap();
+}
+
 /// Reads to end of stream; every byte, in order.
 async fn read_all(s: &TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -169,6 +178,7 @@ fn a_buffer_stays_out_of_its_pool_until_the_notification() {
         sleep(Duration::from_millis(200)).await;
         assert!(pool.get().is_none(), "still held: no notification yet");
         // The receiver reads: the data leaves, is acknowledged, the notification arrives.
+        open_window(&client);
         server.shutdown_write().await.unwrap();
         let got = read_all(&client).await;
         assert_eq!(got.len(), size, "the dropped send had taken all its bytes");
@@ -203,6 +213,7 @@ fn a_send_cancelled_midway_keeps_its_buffer_until_the_notification() {
                 "the bytes it took are still queued: the kernel holds the buffer"
             );
         }
+        open_window(&client);
         server.shutdown_write().await.unwrap();
         let got = read_all(&client).await;
         assert!(!got.is_empty() && got.len() < size);
@@ -224,7 +235,9 @@ fn zero_copy_sends_dropped_mid_flight_leak_nothing() {
         let ops = uring::metrics().ops_in_flight();
         let mut rng = Rng(17);
         for round in 0..scaled(40) {
-            let (server, client) = tcp_pair_tiny_window(64 * 1024).await;
+            // A normal window (a tiny one would stall on TCP's silly-window avoidance while
+            // the slow reader drains it) and a slow reader.
+            let (server, client) = tcp_pair().await;
             let reader = uring::spawn(async move {
                 // A slow reader: the sends are dropped at every stage.
                 let mut buf = vec![0u8; 16 * 1024];
@@ -426,7 +439,7 @@ fn send_file_dropped_mid_flight_leaks_nothing() {
         let ops = uring::metrics().ops_in_flight();
         let mut rng = Rng(41);
         for _ in 0..scaled(30) {
-            let (server, client) = tcp_pair_tiny_window(64 * 1024).await;
+            let (server, client) = tcp_pair().await;
             let reader = uring::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
