@@ -162,6 +162,11 @@ impl PipeReader {
         &self.fd
     }
 
+    /// The fd, giving up the reader (its stash must hold nothing the caller still wants).
+    pub(crate) fn into_fd(self) -> SharedFd {
+        self.fd
+    }
+
     /// A read into `buf` from its start up to its capacity; 0 at end of stream.
     pub(crate) fn read<B: IoBufMut>(&self, buf: B) -> Read<B> {
         Read {

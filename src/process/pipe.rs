@@ -107,9 +107,17 @@ impl ChildStdin {
     /// # Errors
     ///
     /// `BrokenPipe` after a shutdown; `EMFILE` if a write's cancel is still in flight and the
-    /// fd had to be duplicated.
+    /// fd had to be duplicated (otherwise the fd itself is handed over).
     pub fn into_owned_fd(self) -> io::Result<OwnedFd> {
-        into_owned(self.fd()?)
+        // Moved out, not cloned: with no write in flight this handle is the fd's only one and
+        // no duplicate is made.
+        let fd = self.fd.into_inner().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the child's stdin was shut down (closed)",
+            )
+        })?;
+        into_owned(fd)
     }
 }
 
@@ -188,7 +196,9 @@ macro_rules! reader {
                          flight: read from the pipe first, or that data would be lost",
                     ));
                 }
-                into_owned(self.pipe.fd().clone())
+                // Moved out, not cloned: with no read in flight this is the fd's only handle
+                // and no duplicate is made.
+                into_owned(self.pipe.into_fd())
             }
         }
 

@@ -564,3 +564,31 @@ fn a_dropped_output_future_with_kill_on_drop_kills_its_child() {
         until_reaped(pids[0]).await;
     });
 }
+
+#[test]
+fn an_idle_pipe_hands_over_its_own_fd() {
+    run_watched(Duration::from_secs(60), || async {
+        use std::os::fd::AsRawFd;
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (in_fd, out_fd) = (stdin.as_raw_fd(), stdout.as_raw_fd());
+        // No op in flight: the fds themselves, not duplicates.
+        let stdin = stdin.into_owned_fd().unwrap();
+        let stdout = stdout.into_owned_fd().unwrap();
+        assert_eq!(stdin.as_raw_fd(), in_fd);
+        assert_eq!(stdout.as_raw_fd(), out_fd);
+        let mut w = std::fs::File::from(stdin);
+        std::io::Write::write_all(&mut w, b"mine now\n").unwrap();
+        drop(w);
+        let mut r = std::fs::File::from(stdout);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut r, &mut got).unwrap();
+        assert_eq!(got, "mine now\n");
+        assert!(child.wait().await.unwrap().success());
+    });
+}
