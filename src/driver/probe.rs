@@ -114,6 +114,11 @@ const USED: &[OpUse] = &[
         fallback: None,
     },
     OpUse {
+        code: opcode::Splice::CODE,
+        used_for: "io::splice, and copy/copy_bidirectional for bulk stream-to-stream transfers",
+        fallback: Some("a read into a buffer and a write of it"),
+    },
+    OpUse {
         code: opcode::Shutdown::CODE,
         used_for: "shutting down a stream's write half",
         fallback: None,

@@ -20,6 +20,7 @@ use std::task::{Context, Poll};
 pub(crate) mod fs;
 pub(crate) mod net;
 pub(crate) mod rw;
+pub(crate) mod splice;
 pub(crate) mod wait;
 
 /// The data of one kind of ring operation: what it puts in the SQE and what becomes of
