@@ -208,7 +208,9 @@ where
                 return Ok(total);
             }
             total += n as u64;
-            splicing = n >= SPLICE_KEEP;
+            // A full pipe: more is likely waiting. Anything less: the sender paused, so wait
+            // for it with a buffered read, which holds no kernel worker.
+            splicing = pipe.capacity().map_or(n >= SPLICE_KEEP, |cap| n >= cap);
             continue;
         }
         buf.clear();
@@ -232,7 +234,7 @@ where
 }
 
 /// Bytes one direction of a [`copy`] moves with buffers before it may splice.
-const SPLICE_AFTER: u64 = 1 << 20;
+const SPLICE_AFTER: u64 = 256 * 1024;
 
 /// A splice that moves fewer bytes than this ends the splicing, until a full read again.
 const SPLICE_KEEP: usize = COPY_BUF;

@@ -224,6 +224,11 @@ impl CachedPipe {
     pub(crate) fn new() -> CachedPipe {
         CachedPipe(None)
     }
+
+    /// The pipe's capacity, once it has one (and holds no bytes).
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.0.as_ref().map(|p| p.capacity)
+    }
 }
 
 impl Drop for CachedPipe {
@@ -276,7 +281,7 @@ pub(crate) async fn splice_chunk(
         return buffered_chunk(src, dst, len).await;
     }
     if src.pipe || dst.pipe {
-        let n = retry(|| op::splice(&src.fd, &dst.fd, len)).await?;
+        let n = retry(|| op::splice(&src.fd, &dst.fd, None, len)).await?;
         count_spliced(n);
         return Ok(n);
     }
@@ -286,7 +291,8 @@ pub(crate) async fn splice_chunk(
         Some(p) => p,
         None => take_pipe()?,
     };
-    let n = match retry(|| op::splice(&src.fd, &p.write, len.min(p.capacity))).await {
+    let fill = || op::splice(&src.fd, &p.write, Some(&p.read), len.min(p.capacity));
+    let n = match retry(fill).await {
         Ok(n) => n,
         Err(e) => {
             // Nothing went into the pipe: it can be used again.
@@ -296,7 +302,7 @@ pub(crate) async fn splice_chunk(
     };
     let mut left = n;
     while left > 0 {
-        match op::splice(&p.read, &dst.fd, left).await {
+        match op::splice(&p.read, &dst.fd, Some(&p.write), left).await {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,

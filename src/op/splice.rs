@@ -21,11 +21,15 @@ const MAX_LEN: usize = u32::MAX as usize;
 struct Splice {
     fd_in: SharedFd,
     fd_out: SharedFd,
+    /// The other end of the in-between pipe, when one of the fds is an end of it: held too, so
+    /// the pipe is never closed while this splice may hold its lock (INV-pipe).
+    _other_end: Option<SharedFd>,
     len: u32,
 }
 
 // SAFETY: INV-heap: the SQE carries no pointer. Both fds it names are held by `self` until the
-// final CQE (INV-fd), by number (never a registered slot).
+// final CQE (INV-fd), by number (never a registered slot), and so is the other end of an
+// in-between pipe it names (INV-pipe).
 unsafe impl OpCode for Splice {
     fn create_entry(&mut self) -> squeue::Entry {
         opcode::Splice::new(
@@ -47,11 +51,18 @@ pub(crate) fn supported() -> bool {
 }
 
 /// Moves up to `len` bytes from `fd_in` to `fd_out`, one of which must be a pipe; returns how
-/// many moved (0: `fd_in` is at end of file, or `len` was 0).
-pub(crate) async fn splice(fd_in: &SharedFd, fd_out: &SharedFd, len: usize) -> io::Result<usize> {
+/// many moved (0: `fd_in` is at end of file, or `len` was 0). `other_end`: the other end of the
+/// in-between pipe when one of the fds is an end of it, held with the op (INV-pipe).
+pub(crate) async fn splice(
+    fd_in: &SharedFd,
+    fd_out: &SharedFd,
+    other_end: Option<&SharedFd>,
+    len: usize,
+) -> io::Result<usize> {
     let (c, _op) = Op::new(Splice {
         fd_in: fd_in.clone(),
         fd_out: fd_out.clone(),
+        _other_end: other_end.cloned(),
         len: len.min(MAX_LEN) as u32,
     })
     .await;
@@ -59,8 +70,11 @@ pub(crate) async fn splice(fd_in: &SharedFd, fd_out: &SharedFd, len: usize) -> i
 }
 
 /// A pipe made to join two fds that are not pipes: splice into `write`, then out of `read`.
-/// Both ends are blocking and close-on-exec. An op holds a clone of each end it names, so a
-/// pipe dropped with a splice in flight closes once that splice is done (INV-fd).
+/// Both ends are blocking and close-on-exec. A splice op holds clones of *both* ends, so a pipe
+/// dropped with a splice in flight closes once that splice is done (INV-fd, INV-pipe): the
+/// kernel's splice from a socket into a pipe holds the pipe's lock while it waits for data, and
+/// a `close(2)` of either end waits for that lock, which on the loop's thread would block the
+/// loop until the socket got data.
 #[derive(Debug)]
 pub(crate) struct Pipe {
     pub(crate) read: SharedFd,
