@@ -193,7 +193,7 @@ where
     W: AsyncWriteOwned + ?Sized,
 {
     let ends = match (reader.as_splice_source(), writer.as_splice_sink()) {
-        (Some(s), Some(d)) => Some((s, d)),
+        (Some(s), Some(d)) if splice::supported() => Some((s, d)),
         _ => None,
     };
     let mut pipe = splice::CachedPipe::new();

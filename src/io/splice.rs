@@ -169,6 +169,11 @@ fn count_spliced(n: usize) {
 /// with a plain write). Without `IORING_OP_SPLICE` it reads into a buffer and writes that,
 /// with the same result.
 ///
+/// A [`File`](crate::fs::File) made from a pipe end is spliced directly. Do not close the
+/// other end of such a pipe while a splice on it waits for a socket: the kernel holds the
+/// pipe's lock while it waits, and the `close(2)` blocks until then (the pipe this function
+/// makes itself is never closed while a splice holds it).
+///
 /// Dropping the future midway may lose bytes: those spliced into the pipe and not yet out of it
 /// are thrown away with the pipe (which is closed, never reused), so give up both streams after
 /// a dropped splice, as after a dropped write.
@@ -243,6 +248,12 @@ impl Drop for CachedPipe {
             });
         }
     }
+}
+
+/// Whether splices run on the ring (else [`splice`] reads and writes, and `copy` keeps to its
+/// buffers).
+pub(crate) fn supported() -> bool {
+    op::supported()
 }
 
 fn take_pipe() -> io::Result<Pipe> {
