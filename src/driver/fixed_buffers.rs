@@ -7,6 +7,7 @@
 
 use io_uring::IoUring;
 use std::io;
+use std::os::fd::AsRawFd;
 
 /// The table's size: the kernel's limit on registered buffers (`IORING_MAX_REG_BUFFERS`).
 pub(crate) const SLOTS: u32 = 1 << 14;
@@ -72,9 +73,18 @@ impl FixedBuffers {
             ));
         };
         let (first, len) = free[at];
-        // SAFETY: INV-fixedbuf: the iovecs describe memory the pool owns and keeps allocated
-        // until it empties these slots again; the kernel copies the iovecs during the call.
-        unsafe { ring.submitter().register_buffers_update(first, bufs, None) }?;
+        // The kernel registers the buffers one by one and, when one fails (most often ENOMEM:
+        // the locked-memory limit), reports how many it did: a partial range is undone and the
+        // failure of the first one left out is the error.
+        let done = update(ring, first, bufs)?;
+        if done < bufs.len() {
+            let err = match update(ring, first + done as u32, &bufs[done..done + 1]) {
+                Err(e) => e,
+                Ok(_) => io::Error::other("the kernel registered only part of the buffers"),
+            };
+            let _ = update(ring, first, &empty(done));
+            return Err(err);
+        }
         if len == n {
             free.swap_remove(at);
         } else {
@@ -86,17 +96,10 @@ impl FixedBuffers {
     /// Empties the `n` slots from `first` (INV-fixedbuf: no op in flight names them: their
     /// buffers are all back in their pool).
     pub(crate) fn release(&mut self, ring: &IoUring, first: u32, n: u32) {
-        let empty = vec![
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            };
-            n as usize
-        ];
-        // SAFETY: INV-fixedbuf: null iovecs empty the slots; nothing is registered.
-        let emptied = unsafe {
-            ring.submitter()
-                .register_buffers_update(first, &empty, None)
+        // Only a full emptying frees the range (a partial one leaves slots holding memory).
+        let emptied = match update(ring, first, &empty(n as usize)) {
+            Ok(k) if k == n as usize => Ok(()),
+            _ => Err(()),
         };
         if let (Ok(()), Table::Ready(free)) = (emptied, &mut self.table) {
             free.push((first, n));
@@ -117,5 +120,59 @@ impl FixedBuffers {
     /// No more registrations (the runtime is shutting down).
     pub(crate) fn close(&mut self) {
         self.table = Table::Closed;
+    }
+}
+
+/// `n` null iovecs: what empties `n` slots.
+fn empty(n: usize) -> Vec<libc::iovec> {
+    vec![
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        n
+    ]
+}
+
+/// `IORING_REGISTER_BUFFERS_UPDATE` of `bufs` into the slots from `first`: how many the kernel
+/// registered (fewer than asked when one failed), or its error when the first failed. The
+/// io-uring crate's wrapper drops that count, so this makes the call itself.
+fn update(ring: &IoUring, first: u32, bufs: &[libc::iovec]) -> io::Result<usize> {
+    /// The kernel's `struct io_uring_rsrc_update2`.
+    #[repr(C)]
+    struct RsrcUpdate2 {
+        offset: u32,
+        resv: u32,
+        data: u64,
+        tags: u64,
+        nr: u32,
+        resv2: u32,
+    }
+    const IORING_REGISTER_BUFFERS_UPDATE: libc::c_uint = 16;
+    let arg = RsrcUpdate2 {
+        offset: first,
+        resv: 0,
+        data: bufs.as_ptr() as u64,
+        tags: 0,
+        nr: bufs.len() as u32,
+        resv2: 0,
+    };
+    // SAFETY: INV-ffi: `arg` and the iovecs it points to live through the call, which only
+    // reads them; the ring's fd is open while `ring` is. INV-fixedbuf: the iovecs describe
+    // memory the pool owns and keeps allocated until it empties these slots again (or null
+    // iovecs, which empty them).
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring.as_raw_fd(),
+            IORING_REGISTER_BUFFERS_UPDATE,
+            &arg as *const RsrcUpdate2,
+            std::mem::size_of::<RsrcUpdate2>() as libc::c_uint,
+        )
+    };
+    if res < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res as usize)
     }
 }

@@ -10,6 +10,8 @@ pub(crate) mod opcodes;
 mod probe;
 mod setup;
 pub(crate) mod slot;
+#[cfg(feature = "tracing")]
+mod trace;
 mod user_data;
 
 pub(crate) use fixed::Registration;
@@ -46,6 +48,9 @@ struct Entry {
     /// (0: no limit).
     queue_limit: usize,
     state: State,
+    /// What a completion's `tracing` event reports, when something listens (feature `tracing`).
+    #[cfg(feature = "tracing")]
+    traced: Option<trace::Traced>,
 }
 
 /// Counters a benchmark or a test can read to see what the driver did. Plain counters bumped on
@@ -233,6 +238,8 @@ impl Driver {
             cancellable,
             queue_limit,
             state: State::Waiting(Some(waker)),
+            #[cfg(feature = "tracing")]
+            traced: trace::Traced::on_submit(&entry),
         });
         let user_data = UserData::new(key, generation);
         self.stats.ops_submitted += 1;
@@ -481,6 +488,10 @@ impl Driver {
             };
             if entry.generation != user_data.generation() {
                 continue;
+            }
+            #[cfg(feature = "tracing")]
+            if let Some(t) = &entry.traced {
+                t.on_completion(c);
             }
             match entry.state.complete(c, entry.queue_limit) {
                 Event::Wake(w) => wakers.extend(w),

@@ -115,8 +115,9 @@ const USED: &[OpUse] = &[
     },
     OpUse {
         code: opcode::Splice::CODE,
-        used_for: "io::splice, and copy/copy_bidirectional for bulk stream-to-stream transfers",
-        fallback: Some("a read into a buffer and a write of it"),
+        used_for: "io::splice, copy/copy_bidirectional for bulk stream transfers, \
+                   TcpStream::send_file (file -> pipe -> socket)",
+        fallback: Some("io::splice and copy: a read into a buffer and a write of it"),
     },
     OpUse {
         code: opcode::Shutdown::CODE,
@@ -147,6 +148,11 @@ const USED: &[OpUse] = &[
         code: opcode::LinkAt::CODE,
         used_for: "fs::hard_link (5.15+)",
         fallback: Some("linkat(2) on the loop's thread"),
+    },
+    OpUse {
+        code: opcode::SendZc::CODE,
+        used_for: "zero-copy stream sends (TcpStream::write_zc, write_all_zc; 6.0+)",
+        fallback: Some("a plain SEND"),
     },
     OpUse {
         code: opcode::WaitId::CODE,

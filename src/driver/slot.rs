@@ -291,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_copy_send_dropped_between_result_and_notification_keeps_its_data() {
+        // SEND_ZC: the result with F_MORE, then the notification (F_NOTIF, no F_MORE).
+        let result = Completion {
+            result: 4096,
+            flags: CQE_F_MORE,
+        };
+        let notif = Completion {
+            result: 0,
+            flags: 1 << 3,
+        };
+        let (o, seen) = orphan();
+        let mut s = State::Waiting(None);
+        assert!(matches!(s.complete(result, 0), Event::Wake(_)));
+        // The future saw nothing yet, or took the result and is dropped before the notification.
+        assert!(matches!(s.abandon(o), Abandon::Cancel));
+        assert!(s.in_kernel(), "the data stays until the notification");
+        assert!(matches!(s.complete(notif, 0), Event::Free(_)));
+        assert_eq!(*seen.borrow(), vec![result, notif]);
+    }
+
+    #[test]
     fn a_full_queue_asks_once_to_stop_and_keeps_every_completion() {
         let mut s = State::Waiting(None);
         assert!(matches!(s.complete(MORE, 3), Event::Wake(_)));

@@ -69,6 +69,11 @@ impl File {
         File { fd }
     }
 
+    /// The file's fd, for ops of other modules that name it (a socket's `send_file`).
+    pub(crate) fn shared_fd(&self) -> &SharedFd {
+        &self.fd
+    }
+
     /// Wraps an open `std::fs::File` (or any fd turned into one, such as a pipe end), putting
     /// it back into blocking mode if it was not: io_uring answers an `O_NONBLOCK` fd that is
     /// not ready with `EAGAIN` instead of waiting for it. The same shape as the sockets'

@@ -33,6 +33,10 @@ pub(crate) mod sealed {
         /// The family's name in `Debug` output.
         const NAME: &'static str;
 
+        /// Whether the kernel can send this family's stream data from user pages
+        /// (`IORING_OP_SEND_ZC`): TCP can, Unix-domain sockets cannot (`EOPNOTSUPP`).
+        const ZERO_COPY: bool;
+
         /// Converts an address the kernel reported.
         fn decode(addr: &SockAddr) -> io::Result<<Self as Family>::Addr>
         where
@@ -61,6 +65,7 @@ impl Family for Inet {
 
 impl sealed::Sealed for Inet {
     const NAME: &'static str = "inet";
+    const ZERO_COPY: bool = true;
 
     fn decode(addr: &SockAddr) -> io::Result<std::net::SocketAddr> {
         addr.as_socket().ok_or_else(|| {
@@ -95,6 +100,7 @@ impl Family for Unix {
 
 impl sealed::Sealed for Unix {
     const NAME: &'static str = "unix";
+    const ZERO_COPY: bool = false;
 
     fn decode(addr: &SockAddr) -> io::Result<std::os::unix::net::SocketAddr> {
         if let Some(path) = addr.as_pathname() {

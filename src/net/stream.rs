@@ -253,6 +253,112 @@ impl<F: Family, S: Writes> Stream<F, S> {
         self.conn.writev(bufs).await
     }
 
+    /// Writes the buffer's initialized bytes without copying them into the kernel
+    /// (`IORING_OP_SEND_ZC`); returns how many were taken (maybe fewer), like
+    /// [`write`](Stream::write).
+    ///
+    /// The network stack sends from the buffer's own pages, so the kernel reads the buffer
+    /// until the data has left (for TCP, until the peer acknowledged it): the future resolves,
+    /// and gives the buffer back, only once the kernel's notification says so, which is later
+    /// than a `write`. Dropped before that, the buffer stays with the runtime until the
+    /// notification and is dropped then (a [`FixedBuf`](crate::buf::FixedBuf) goes back to its
+    /// pool only then), never reused while the kernel may still read it. A `FixedBuf` of a
+    /// pool registered with this runtime is sent with the fixed-buffer flag, so the kernel
+    /// skips pinning its pages.
+    ///
+    /// It pays for large writes only: see the guide's "Zero-copy sends and sendfile" for
+    /// figures. On kernels without `SEND_ZC` (before 6.0) and on Unix-domain sockets (which have
+    /// no zero-copy path) it is a plain `write`, with the same result.
+    ///
+    /// ```
+    /// use uring::net::{TcpListener, TcpStream};
+    ///
+    /// uring::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let reader = uring::spawn(async move {
+    ///         let (s, _) = listener.accept().await.unwrap();
+    ///         let (res, buf) = s.read_exact(Vec::with_capacity(1 << 20)).await;
+    ///         res.unwrap();
+    ///         buf
+    ///     });
+    ///     let s = TcpStream::connect(addr).await.unwrap();
+    ///     let data = vec![7u8; 1 << 20];
+    ///     let (res, data) = s.write_all_zc(data).await; // the buffer comes back when sent
+    ///     res.unwrap();
+    ///     assert_eq!(reader.await.unwrap(), data);
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`write`](Stream::write): [`io::ErrorKind::BrokenPipe`] or
+    /// [`io::ErrorKind::ConnectionReset`] when the peer is gone.
+    pub async fn write_zc<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        crate::op::send_zc::send_zc(self.socket().fd(), buf, false, F::ZERO_COPY).await
+    }
+
+    /// Writes all of the buffer's initialized bytes without copying them (see
+    /// [`write_zc`](Stream::write_zc)). One zero-copy send takes the whole buffer
+    /// (`MSG_WAITALL`: the kernel retries short sends itself, under one notification); a
+    /// send cut short by an error or a signal is continued.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_all`](Stream::write_all).
+    pub async fn write_all_zc<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        let total = buf.bytes_init();
+        let fd = self.socket().fd();
+        crate::io::until_done(buf, total, crate::io::Short::Write, |slice, _| {
+            crate::op::send_zc::send_zc(fd, slice, true, F::ZERO_COPY)
+        })
+        .await
+    }
+
+    /// Sends `len` bytes of `file` from `offset` (the file's position is neither used nor
+    /// moved), or fewer if the file ends first; returns how many were sent: a static file
+    /// server's `sendfile(2)`. The bytes go from the page cache into the socket through a pipe
+    /// (`IORING_OP_SPLICE` twice per pipe-full, up to 1 MiB), never through user memory, and
+    /// every wait is a ring completion.
+    ///
+    /// ```
+    /// use uring::net::{TcpListener, TcpStream};
+    ///
+    /// uring::run(async {
+    ///     let path = std::env::temp_dir().join(format!("send-file-doc-{}", std::process::id()));
+    ///     std::fs::write(&path, b"HTTP/1.1 200 OK\r\n\r\nhello").unwrap();
+    ///     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ///     let addr = listener.local_addr().unwrap();
+    ///     let client = uring::spawn(async move {
+    ///         let s = TcpStream::connect(addr).await.unwrap();
+    ///         let (res, buf) = s.read_exact(Vec::with_capacity(5)).await;
+    ///         res.unwrap();
+    ///         buf
+    ///     });
+    ///     let (s, _) = listener.accept().await.unwrap();
+    ///     let file = uring::fs::File::open(&path).await.unwrap();
+    ///     // The body only: 5 bytes from offset 19; asking for more stops at the end of file.
+    ///     assert_eq!(s.send_file(&file, 19, 100).await.unwrap(), 5);
+    ///     assert_eq!(client.await.unwrap(), b"hello");
+    ///     std::fs::remove_file(&path).unwrap();
+    /// });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::BrokenPipe`] or [`io::ErrorKind::ConnectionReset`] when the peer is
+    /// gone (how much was sent is then unknown); [`io::ErrorKind::InvalidInput`] when
+    /// `offset + len` overflows a file offset, or (`EINVAL`) for a file that cannot be spliced;
+    /// `EMFILE` when no pipe can be made.
+    pub async fn send_file(
+        &self,
+        file: &crate::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<u64> {
+        crate::op::send_file::send_file(file.shared_fd(), self.socket().fd(), offset, len).await
+    }
+
     /// Shuts down the write side: the peer reads end of stream once it has read everything
     /// written before; reading goes on. The canonical spelling (also
     /// [`AsyncWriteOwned::shutdown_write`]); `shutdown(Shutdown::Write)` on a stream and

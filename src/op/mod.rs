@@ -20,6 +20,8 @@ use std::task::{Context, Poll};
 pub(crate) mod fs;
 pub(crate) mod net;
 pub(crate) mod rw;
+pub(crate) mod send_file;
+pub(crate) mod send_zc;
 pub(crate) mod splice;
 pub(crate) mod wait;
 
@@ -208,6 +210,16 @@ impl<T: OpCode> MultiOp<T> {
     /// Whether the op ended (its final completion was returned) and may be resubmitted.
     pub(crate) fn is_done(&self) -> bool {
         matches!(self.stage, Stage::Done)
+    }
+
+    /// The op's data, once the op ended: the kernel is done with it. `None` while the kernel
+    /// may still use it (INV-slot), or once taken.
+    pub(crate) fn take_data(&mut self) -> Option<T> {
+        if self.is_done() {
+            self.data.take()
+        } else {
+            None
+        }
     }
 }
 

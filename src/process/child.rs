@@ -97,6 +97,10 @@ impl Child {
                 return Err(e);
             }
         };
+        // A pid is free for reuse once its process is reaped, which someone else may have done
+        // before the pidfd was opened (SIGCHLD ignored, a `waitpid(-1)` on another thread): make
+        // sure the pidfd names a child of ours, or it could name an unrelated process.
+        check_is_our_child(&pidfd)?;
         let stdin = child.stdin.take().map(OwnedFd::from);
         let stdout = child.stdout.take().map(OwnedFd::from);
         let stderr = child.stderr.take().map(OwnedFd::from);
@@ -410,6 +414,19 @@ fn reap_on_pool(pidfd: &SharedFd) {
         let _ = crate::blocking::execute_detached(move || {
             let _ = waitid(fd.as_raw_fd(), 0);
         });
+    }
+}
+
+/// Whether `pidfd` names a child of this process (exited or not), without reaping it:
+/// `waitid(P_PIDFD, .., WNOHANG | WNOWAIT)` fails with `ECHILD` otherwise.
+fn check_is_our_child(pidfd: &SharedFd) -> io::Result<()> {
+    match waitid(pidfd.as_raw_fd(), libc::WNOHANG | libc::WNOWAIT) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Err(io::Error::other(
+            "the child was reaped elsewhere (SIGCHLD ignored, or a waitpid(-1) on another \
+             thread) before uring could watch it; its pid may name another process now",
+        )),
+        Err(e) => Err(e),
     }
 }
 

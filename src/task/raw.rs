@@ -329,6 +329,17 @@ impl<F: Future + 'static, S: Schedule> Task<F, S> {
 
     /// Records the result of a task whose future is gone and wakes its joiner. Owner thread.
     fn finish(&self, owned: &OwnedTasks, result: Result<F::Output, JoinError>) {
+        #[cfg(feature = "tracing")]
+        tracing::trace!(
+            target: "uring::task",
+            task = self as *const Self as usize,
+            outcome = match &result {
+                Ok(_) => "returned",
+                Err(e) if e.is_panic() => "panicked",
+                Err(_) => "cancelled",
+            },
+            "task finished"
+        );
         // The caller's TaskRef keeps the task alive after the table's count is released.
         let table_ref = owned.remove(&self.header);
         owned.count_finished();
@@ -495,6 +506,13 @@ where
         join_waker: UnsafeCell::new(None),
         _schedule: PhantomData,
     });
+    #[cfg(feature = "tracing")]
+    tracing::trace!(
+        target: "uring::task",
+        task = Arc::as_ptr(&task) as usize,
+        future = std::any::type_name::<F>(),
+        "task spawned"
+    );
     let queued = Task::into_task_ref(task.clone());
     (queued, JoinHandle::new(Task::into_task_ref(task)))
 }

@@ -307,3 +307,54 @@ fn on_another_runtime_a_fixed_buffer_is_a_plain_one() {
     std_file.read_to_string(&mut s).unwrap();
     assert_eq!(s, "any ring");
 }
+
+/// As an unprivileged user with an 8 MiB locked-memory limit (the usual default), a pool larger
+/// than the limit is refused with the kernel's error and nothing stays registered (the kernel
+/// registers buffers one by one and reports a partial count), and a pool within it works.
+#[test]
+fn a_pool_over_the_memlock_limit_is_refused_whole() {
+    const ROLE: &str = "memlock";
+    if uring_tests::is_child(ROLE) {
+        let limit = libc::rlimit {
+            rlim_cur: 8 << 20,
+            rlim_max: 8 << 20,
+        };
+        // SAFETY: plain syscalls in a child process made for them: lower the limit, then drop
+        // root (CAP_IPC_LOCK would skip the accounting) to the usual unprivileged uid.
+        unsafe {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit), 0);
+            assert_eq!(libc::setgid(65534), 0);
+            assert_eq!(libc::setuid(65534), 0);
+        }
+        uring::run(async {
+            let err = FixedBufPool::new(32, 1 << 20).unwrap_err();
+            assert_eq!(err.raw_os_error(), None, "wrapped with a message: {err}");
+            assert!(err.to_string().contains("RLIMIT_MEMLOCK"), "{err}");
+            assert_eq!(err.kind(), std::io::ErrorKind::OutOfMemory, "{err}");
+            // Nothing of the refused pool stays registered: a pool within the limit gets the
+            // memory, and every one of its buffers reads.
+            let pool = FixedBufPool::new(4, 1 << 20).unwrap();
+            let dir = TempDir::new("fixed-memlock");
+            let path = dir.path("data");
+            let data = Rng(5).bytes(1 << 20);
+            std::fs::write(&path, &data).unwrap();
+            let file = File::open(&path).await.unwrap();
+            let bufs: Vec<FixedBuf> = (0..4).map(|_| pool.get().unwrap()).collect();
+            for buf in bufs {
+                assert!(buf.fixed_index().is_some());
+                let (res, buf) = file.read_at(buf, 0).await;
+                assert_eq!(res.unwrap(), 1 << 20, "a registered buffer reads");
+                assert!(buf[..] == data[..]);
+            }
+        });
+        println!("child ok");
+        return;
+    }
+    let out = uring_tests::run_child("a_pool_over_the_memlock_limit_is_refused_whole", ROLE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child ok"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

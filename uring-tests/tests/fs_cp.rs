@@ -60,40 +60,44 @@ fn cp_copies_a_tree_of_1000_files() {
         std::fs::set_permissions(src.join(&rel), std::fs::Permissions::from_mode(mode)).unwrap();
         files.push((rel, mode));
     }
-    let dst = dir.path("dst");
-    let cp = cp_binary();
-    let out = watchdog(LIMIT, move || {
-        std::process::Command::new(cp)
-            .args(["--depth", "16"])
-            .arg(&src)
-            .arg(&dst)
-            .output()
-            .unwrap()
-    });
-    assert!(
-        out.status.success(),
-        "cp failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (src, dst) = (dir.path("src"), dir.path("dst"));
-    let mut bytes = 0;
-    for (rel, mode) in &files {
-        let a = std::fs::read(src.join(rel)).unwrap();
-        let b = std::fs::read(dst.join(rel))
-            .unwrap_or_else(|e| panic!("{} not copied: {e}", rel.display()));
-        assert!(a == b, "{} differs", rel.display());
-        let m = std::fs::metadata(dst.join(rel))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777;
-        assert_eq!(m, *mode, "{} mode", rel.display());
-        bytes += a.len();
+    // The default (a registered buffer per worker), then plain heap buffers.
+    for (name, extra) in [("dst", None), ("dst-plain", Some("--plain-buffers"))] {
+        let dst = dir.path(name);
+        let cp = cp_binary();
+        let from = src.clone();
+        let out = watchdog(LIMIT, move || {
+            let mut cmd = std::process::Command::new(cp);
+            cmd.args(["--depth", "16"]);
+            if let Some(e) = extra {
+                cmd.arg(e);
+            }
+            cmd.arg(&from).arg(&dst).output().unwrap()
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "cp failed: {stderr}");
+        assert!(
+            !stderr.contains("plain buffers") && !stderr.contains("plain ones"),
+            "{name}: registered buffers were used: {stderr}"
+        );
+        let dst = dir.path(name);
+        let mut bytes = 0;
+        for (rel, mode) in &files {
+            let a = std::fs::read(src.join(rel)).unwrap();
+            let b = std::fs::read(dst.join(rel))
+                .unwrap_or_else(|e| panic!("{name}: {} not copied: {e}", rel.display()));
+            assert!(a == b, "{name}: {} differs", rel.display());
+            let m = std::fs::metadata(dst.join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777;
+            assert_eq!(m, *mode, "{name}: {} mode", rel.display());
+            bytes += a.len();
+        }
+        assert!(bytes > 8 << 20);
+        // Nothing extra was created.
+        assert_eq!(walk_files(&dst), 1000, "{name}");
     }
-    assert!(bytes > 8 << 20);
-    // Nothing extra was created.
-    let count = walk_files(&dst);
-    assert_eq!(count, 1000);
 }
 
 fn walk_files(d: &Path) -> usize {

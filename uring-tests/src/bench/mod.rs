@@ -6,6 +6,7 @@ pub mod echo;
 pub mod fs;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod threads;
 
 /// Prints a table: a title, a header row and rows, columns padded to fit.
@@ -62,7 +63,7 @@ pub enum Better {
 /// One row of the closing summary: one work item, one figure, uring's value and each peer's.
 #[derive(Debug, Clone)]
 pub struct SummaryRow {
-    /// The suite it comes from (`core`, `threads`, `echo`, `http`, `files`).
+    /// The suite it comes from (`core`, `threads`, `echo`, `http`, `proxy`, `files`).
     pub suite: &'static str,
     /// The work, as the suite's own table names it.
     pub work: String,
@@ -87,7 +88,8 @@ pub const PEER_COLUMNS: &[(&str, &str)] = &[
     (
         "tokio",
         "tokio current_thread (core, echo, process: tokio::process; http: with a LocalSet; \
-         threads: spawn_blocking, memory); tokio::fs seek+read/write_all (files)",
+         proxy: copy_bidirectional; threads: spawn_blocking, memory); tokio::fs \
+         seek+read/write_all (files)",
     ),
     (
         "tokio mt",
@@ -126,6 +128,11 @@ pub const PEER_COLUMNS: &[(&str, &str)] = &[
     (
         "fio",
         "fio --ioengine=io_uring, same pattern and depth (files)",
+    ),
+    ("haproxy", "haproxy in tcp mode, one thread (proxy)"),
+    (
+        "haproxy splice",
+        "haproxy in tcp mode, one thread, option splice-auto (proxy)",
     ),
 ];
 

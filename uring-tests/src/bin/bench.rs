@@ -1,21 +1,23 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
-//! threads, process, echo, http, files; about two minutes) and ends with one summary table of
+//! threads, process, echo, http, proxy, files; about two minutes) and ends with one summary table of
 //! every figure against every peer. `-- --full` runs the whole suite with its full defaults
 //! (about 12 minutes, most of it the file suite, which writes a 1 GiB file), also ending with
-//! the summary. `-- core|process|threads|echo|http|fs` runs one suite with its full defaults.
+//! the summary. `-- core|process|threads|echo|http|proxy|fs` runs one suite with its full defaults.
 //! `-- core ROW` runs one row of the core suite (for profiling: `perf record -g
 //! target/release/bench core spawn --only uring`), `-- threads spawn` one row of the threads
-//! suite, `-- echo 50x64` one row of the echo suite, `-- http h2x50` one row of the http suite.
-//! `--rounds N` sets the rounds per figure of the core, process, threads, echo and http suites;
+//! suite, `-- echo 50x64` one row of the echo suite, `-- http h2x50` one row of the http suite, `-- proxy curl` one row of the proxy suite.
+//! `--rounds N` sets the rounds per figure of the core, process, threads, echo, http and proxy
+//! suites;
 //! `--only uring|tokio` runs one side of the core suite. `-- fs --help` lists the file suite's
 //! own options.
 //!
 //! The short pass does the same kind of work as the full suite and prints the same kind of
 //! ratios, with less of it: the core suite unchanged (it takes seconds), the threads suite with
 //! fewer rounds and two echo rows, two echo rows in shorter windows, the http suite's four rows
-//! in 3 rounds of 0.6 s windows, four file workloads on a smaller file in shorter rounds with
+//! in 3 rounds of 0.6 s windows, the proxy suite's three rows in 3 rounds of 0.3 s wrk windows
+//! and a 256 MiB curl fetch, four file workloads on a smaller file in shorter rounds with
 //! the main peers. The
 //! suites measure for fixed durations, so a busy machine makes the figures noisier but the pass
 //! hardly longer.
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
-    "usage: bench [--full] [all|core|process|threads|echo|http|fs] [ROW] [--rounds N] [--only uring|tokio]
+    "usage: bench [--full] [all|core|process|threads|echo|http|proxy|fs] [ROW] [--rounds N] [--only uring|tokio]
   (no arguments)  the short pass of every suite, about two minutes, then one summary
                   table of uring against every peer: the core suite as in full; the process
                   suite in one round (spawn and wait 1,000 `true`, one and 16 at a time); the threads
@@ -32,6 +34,8 @@ const USAGE: &str =
                   connections once); echo rows 50x64 and 500x4096,
                   5 windows of 0.4 s per server; the http rows (wrk at 50 and 500 connections,
                   h2load at 50x10 and 500x1 streams) in 3 rounds of 0.6 s windows per server;
+                  the proxy rows (wrk at 50 and 500 connections, 0.3 s windows, and curl
+                  fetching 256 MiB) in 3 rounds per proxy;
                   four file workloads (hot and O_DIRECT 4K random
                   reads at QD32, 1M sequential reads, 4K random writes) on a 256 MiB file, 3 rounds
                   of 0.5 s, against tokio::fs, spawn_blocking, a std loop, a bare io_uring loop
@@ -50,11 +54,15 @@ const USAGE: &str =
   http [ROW]      the http suite (the same hyper service on uring and tokio, under wrk and
                   h2load, installed with apt-get when missing), or one row of it (h1x50,
                   h1x500, h2x50, h2x500)
+  proxy [ROW]     the proxy suite (examples/proxy against a tokio copy_bidirectional proxy
+                  and haproxy, plain and splice-auto, in front of nginx; wrk with 1 KiB
+                  responses and curl fetching 1 GiB; nginx-light, haproxy, wrk and curl are
+                  installed with apt-get when missing), or one row of it (wrk50, wrk500, curl)
   fs ARGS         the file suite with its own options (bench fs --help)
-  --rounds N      rounds per figure of the core, process, threads, echo and http suites (in
+  --rounds N      rounds per figure of the core, process, threads, echo, http and proxy suites (in
                   the short pass: echo windows per server)
   --only R        run one side of the core suite only, uring or tokio (for profiling)
-  A single suite (core, process, threads, echo, http, fs) runs with its full defaults and prints its own tables only.";
+  A single suite (core, process, threads, echo, http, proxy, fs) runs with its full defaults and prints its own tables only.";
 
 /// Measured windows per echo server and row in the short pass. Five, not the full suite's ten:
 /// an odd count, so the median is a measured window, and enough that one burst of noise on the
@@ -103,16 +111,25 @@ fn main() {
     let suite = suite.unwrap_or_else(|| "all".to_string());
     if !matches!(
         suite.as_str(),
-        "all" | "core" | "process" | "threads" | "echo" | "http" | "fs"
+        "all" | "core" | "process" | "threads" | "echo" | "http" | "proxy" | "fs"
     ) {
         fail(&format!("unknown suite {suite:?}"));
     }
     if let Some(r) = &row {
         if !matches!(
             suite.as_str(),
-            "core" | "process" | "threads" | "echo" | "http"
+            "core" | "process" | "threads" | "echo" | "http" | "proxy"
         ) {
-            fail("a row can only be picked within the core, process, threads, echo or http suite");
+            fail(
+                "a row can only be picked within the core, process, threads, echo, http or proxy \
+                 suite",
+            );
+        }
+        if suite == "proxy" && !bench::proxy::row_keys().contains(r) {
+            fail(&format!(
+                "unknown proxy row {r:?}; rows are {:?}",
+                bench::proxy::row_keys()
+            ));
         }
         if suite == "http" && !bench::http::row_keys().contains(r) {
             fail(&format!(
@@ -179,6 +196,14 @@ fn main() {
             bench::http::run(&opts);
             return;
         }
+        "proxy" => {
+            let mut opts = bench::proxy::Options::full(rounds);
+            if let Some(r) = &row {
+                opts = opts.only(r);
+            }
+            bench::proxy::run(&opts);
+            return;
+        }
         "fs" => {
             bench::fs::run(&[]);
             return;
@@ -188,11 +213,11 @@ fn main() {
 
     let pass = if full { "full suite" } else { "short pass" };
     println!(
-        "bench: {pass} of every suite (core, process, threads, echo, http, files); {}",
+        "bench: {pass} of every suite (core, process, threads, echo, http, proxy, files); {}",
         if full {
-            "about 12 minutes"
+            "about 14 minutes"
         } else {
-            "about a minute and a half; `--full` runs the whole suite (about 10 minutes)"
+            "about two minutes; `--full` runs the whole suite (about 14 minutes)"
         }
     );
     let start = Instant::now();
@@ -240,6 +265,14 @@ fn main() {
     took.push(("http", t.elapsed()));
 
     let t = Instant::now();
+    summary.extend(bench::proxy::run(&if full {
+        bench::proxy::Options::full(rounds)
+    } else {
+        bench::proxy::Options::short(rounds)
+    }));
+    took.push(("proxy", t.elapsed()));
+
+    let t = Instant::now();
     if full {
         summary.extend(bench::fs::run(&[]));
     } else {
@@ -258,7 +291,7 @@ fn main() {
     );
     println!(
         "- ratios: core, process and threads (spawn, spawn_blocking, memory), uring's median over \
-         its rounds / the peer's; echo, threads echo, http and files, the median of per-round \
+         its rounds / the peer's; echo, threads echo, http, proxy and files, the median of per-round \
          ratios (each round measures both sides back to back), as in the tables above."
     );
     println!(

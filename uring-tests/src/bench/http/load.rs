@@ -71,33 +71,55 @@ impl Run {
     }
 }
 
-/// Whether `program` runs here.
+/// Whether `program` runs here (see [`find_program`]).
 pub fn available(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+    find_program(program).is_some()
+}
+
+/// Where `program` is: the first executable file of that name in `$PATH`, or in the sbin
+/// directories (nginx and haproxy live in /usr/sbin, which a non-root `$PATH` may lack).
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let sbin = ["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from);
+    std::env::split_paths(&path)
+        .chain(sbin)
+        .map(|d| d.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Makes sure the tools are installed: those missing are installed with `apt-get` when this
 /// process is root and apt-get exists (one `apt-get update` first if the plain install fails).
 /// Returns the tools that run, and prints a note for each that does not.
 pub fn ensure(tools: &[Tool]) -> Vec<Tool> {
-    let missing: Vec<Tool> = tools
+    let wanted: Vec<(&str, &str)> = tools.iter().map(|t| (t.program(), t.package())).collect();
+    let ok = ensure_programs("http", "the load generators", &wanted);
+    tools
         .iter()
-        .copied()
-        .filter(|t| !available(t.program()))
+        .zip(ok)
+        .filter_map(|(&t, ok)| ok.then_some(t))
+        .collect()
+}
+
+/// Makes sure each `(program, Debian package)` of `wanted` is installed, as [`ensure`] does for
+/// the load generators: the missing packages are installed with `apt-get` when this process is
+/// root. `suite` and `what` name them in the notes printed. Returns, per entry, whether the
+/// program is there now.
+pub fn ensure_programs(suite: &str, what: &str, wanted: &[(&str, &str)]) -> Vec<bool> {
+    let mut packages: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !available(program))
+        .map(|&(_, package)| package)
         .collect();
-    if !missing.is_empty() {
-        let mut packages: Vec<&str> = missing.iter().map(|t| t.package()).collect();
-        packages.dedup();
+    packages.dedup();
+    if !packages.is_empty() {
         // SAFETY: geteuid only reads the process's credentials.
         let root = unsafe { libc::geteuid() } == 0;
         if root && available_apt() {
             println!(
-                "\nhttp: installing {} with apt-get (the load generators)",
+                "\n{suite}: installing {} with apt-get ({what})",
                 packages.join(" ")
             );
             let install = || {
@@ -120,20 +142,19 @@ pub fn ensure(tools: &[Tool]) -> Vec<Tool> {
             }
         }
     }
-    let mut ok = Vec::new();
-    for &t in tools {
-        if available(t.program()) {
-            ok.push(t);
-        } else {
-            println!(
-                "\nhttp: note: `{}` is not installed and could not be installed (as root: \
-                 `apt-get install -y {}`): its rows are skipped",
-                t.program(),
-                t.package()
-            );
-        }
-    }
-    ok
+    wanted
+        .iter()
+        .map(|&(program, package)| {
+            let ok = available(program);
+            if !ok {
+                println!(
+                    "\n{suite}: note: `{program}` is not installed and could not be installed (as \
+                     root: `apt-get install -y {package}`): its rows are skipped"
+                );
+            }
+            ok
+        })
+        .collect()
 }
 
 fn available_apt() -> bool {
@@ -177,7 +198,24 @@ pub fn run(
     pid: Option<u32>,
     scratch: &Path,
 ) -> io::Result<Run> {
-    let url = format!("http://{addr}/");
+    run_path(tool, addr, "/", conns, window, pid, scratch)
+}
+
+/// [`run`] for the URL path `path` (which starts with `/`) instead of `/`.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_path(
+    tool: Tool,
+    addr: SocketAddr,
+    path: &str,
+    conns: usize,
+    window: Duration,
+    pid: Option<u32>,
+    scratch: &Path,
+) -> io::Result<Run> {
+    let url = format!("http://{addr}{path}");
     let log = scratch.join(format!("h2load-{}.log", std::process::id()));
     let mut cmd = Command::new(tool.program());
     match tool {
@@ -425,6 +463,15 @@ requests: 376520 total, 377020 started, 376520 done, 376520 succeeded, 0 failed,
 status codes: 376520 2xx, 0 3xx, 0 4xx, 0 5xx
 traffic: 15.09MB (15820040) total, 2.52MB (2639090) headers (space savings 88.12%), 6.10MB (6400840) data
 ";
+
+    #[test]
+    fn finds_programs_in_path_and_sbin() {
+        let sh = find_program("sh").expect("a shell");
+        assert!(sh.ends_with("sh"), "{}", sh.display());
+        assert!(available("sh"));
+        assert_eq!(find_program("no-such-program-of-uring"), None);
+        assert!(!available("no-such-program-of-uring"));
+    }
 
     #[test]
     fn parses_wrk() {
