@@ -48,6 +48,11 @@ use std::io;
 use std::pin::pin;
 use std::task::Poll;
 
+mod splice;
+
+pub use splice::{copy_stats, splice, CopyStats, SpliceEnd, SpliceSink, SpliceSource};
+pub(crate) use splice::{Leftover, Leftovers};
+
 /// Size of the buffer each direction of a copy reads into.
 const COPY_BUF: usize = 64 * 1024;
 
@@ -61,6 +66,14 @@ pub trait AsyncReadOwned {
     /// [`io::ErrorKind::UnexpectedEof`] error; the buffer then holds what did arrive.
     fn read_exact<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> {
         read_exact(self, buf)
+    }
+
+    /// This reader as the source of a [`splice()`], for [`copy`] and [`copy_bidirectional`] to
+    /// move bulk transfers inside the kernel; `None` (the default) makes them use buffers. The
+    /// crate's streams, their read halves and a child's stdout and stderr return `Some`; a
+    /// wrapper may pass on its inner stream's.
+    fn as_splice_source(&self) -> Option<SpliceEnd> {
+        None
     }
 }
 
@@ -78,6 +91,13 @@ pub trait AsyncWriteOwned {
     /// takes nothing is an [`io::ErrorKind::WriteZero`] error.
     fn write_all<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<(), B>> {
         write_all(self, buf)
+    }
+
+    /// This writer as the sink of a [`splice()`], for [`copy`] and [`copy_bidirectional`];
+    /// `None` (the default) makes them use buffers. The crate's streams, their write halves and
+    /// a child's stdin return `Some`; a wrapper may pass on its inner stream's.
+    fn as_splice_sink(&self) -> Option<SpliceEnd> {
+        None
     }
 }
 
@@ -152,17 +172,46 @@ where
 /// Copies everything `reader` yields to `writer` until `reader` reaches end of stream; returns
 /// the number of bytes copied. It does not shut `writer` down.
 ///
+/// Between two of the crate's streams (both give a [`SpliceEnd`]) a bulk transfer moves inside
+/// the kernel: reads go through a 64 KiB buffer until the direction has moved 256 KiB and a
+/// read filled the whole buffer (more is waiting); then [`splice()`] takes over, through a pipe
+/// kept for this copy, for as long as each splice fills the pipe; a splice that moves less (the
+/// sender paused) goes back to buffered reads, which wait on the ring without holding a kernel
+/// worker. So request/response traffic never splices and pays nothing for it.
+/// [`copy_stats`] counts the bytes each way moved.
+///
+/// The rule comes from measurement (the guide's "Splice" section): through a proxy, splicing
+/// took 0.45x the CPU per GiB of buffers in bulk and 0.8x at 256 KiB responses, but 1.2-1.3x
+/// per request for 1-64 KiB messages.
+///
 /// # Errors
 ///
-/// The first error of a read or a write.
+/// The first error of a read, a write or a splice.
 pub async fn copy<R, W>(reader: &R, writer: &W) -> io::Result<u64>
 where
     R: AsyncReadOwned + ?Sized,
     W: AsyncWriteOwned + ?Sized,
 {
+    let ends = match (reader.as_splice_source(), writer.as_splice_sink()) {
+        (Some(s), Some(d)) if splice::supported() => Some((s, d)),
+        _ => None,
+    };
+    let mut pipe = splice::CachedPipe::new();
     let mut buf = Vec::with_capacity(COPY_BUF);
     let mut total = 0u64;
+    let mut splicing = false;
     loop {
+        if let (true, Some((src, dst))) = (splicing, &ends) {
+            let n = splice::splice_chunk(src, dst, &mut pipe, splice::PIPE_SIZE).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            // A full pipe: more is likely waiting. Anything less: the sender paused, so wait
+            // for it with a buffered read, which holds no kernel worker.
+            splicing = pipe.capacity().map_or(n >= SPLICE_KEEP, |cap| n >= cap);
+            continue;
+        }
         buf.clear();
         let (res, b) = reader.read(buf).await;
         let n = match res {
@@ -176,10 +225,18 @@ where
         };
         let (res, b) = writer.write_all(b).await;
         res?;
+        splice::count_buffered(n);
         total += n as u64;
         buf = b;
+        splicing = ends.is_some() && n == COPY_BUF && total >= SPLICE_AFTER;
     }
 }
+
+/// Bytes one direction of a [`copy`] moves with buffers before it may splice.
+const SPLICE_AFTER: u64 = 256 * 1024;
+
+/// A splice that moves fewer bytes than this ends the splicing, until a full read again.
+const SPLICE_KEEP: usize = COPY_BUF;
 
 /// Copies one direction, then passes the end of stream on with a write shutdown.
 async fn copy_then_shutdown<R, W>(reader: &R, writer: &W) -> io::Result<u64>

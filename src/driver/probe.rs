@@ -115,8 +115,9 @@ const USED: &[OpUse] = &[
     },
     OpUse {
         code: opcode::Splice::CODE,
-        used_for: "file-to-socket sends through a pipe (TcpStream::send_file)",
-        fallback: None,
+        used_for: "io::splice, copy/copy_bidirectional for bulk stream transfers, \
+                   TcpStream::send_file (file -> pipe -> socket)",
+        fallback: Some("io::splice and copy: a read into a buffer and a write of it"),
     },
     OpUse {
         code: opcode::Shutdown::CODE,

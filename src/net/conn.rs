@@ -4,6 +4,7 @@
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
+use crate::io::{Leftover, Leftovers, SpliceEnd};
 use crate::net::socket::Socket;
 use crate::net::stash::{Framing, Stash, Stashed, Taken};
 use crate::op::net as op;
@@ -139,6 +140,15 @@ impl Conn {
     pub(crate) async fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         op::shutdown(self.socket.fd(), how).await
     }
+
+    /// The socket as one end of a splice; as a source (`reads`), after its stash.
+    pub(crate) fn splice_end(&self, reads: bool) -> SpliceEnd {
+        let leftovers: Option<Rc<dyn Leftovers>> = match reads {
+            true => Some(self.stash.clone()),
+            false => None,
+        };
+        SpliceEnd::new(self.socket.fd().clone(), false, leftovers)
+    }
 }
 
 /// The read end of a pipe (a child's stdout or stderr) and its stash: reads as cancel-safe as a
@@ -180,6 +190,23 @@ impl PipeReader {
     /// Whether a dropped read took bytes no read has taken yet, or may still take some.
     pub(crate) fn holds_data(&self) -> bool {
         self.stash.holds_data()
+    }
+
+    /// The pipe as the source of a splice, after its stash.
+    pub(crate) fn splice_end(&self) -> SpliceEnd {
+        let leftovers: Rc<dyn Leftovers> = self.stash.clone();
+        SpliceEnd::new(self.fd.clone(), true, Some(leftovers))
+    }
+}
+
+impl Leftovers for Stash {
+    fn poll_leftover(&self, cx: &Context<'_>, room: usize) -> Poll<Option<Leftover>> {
+        self.poll_stream(cx, room).map(|stashed| {
+            stashed.map(|s| match s {
+                Stashed::Bytes(b) => Leftover::Bytes(b),
+                Stashed::End(res) => Leftover::End(res),
+            })
+        })
     }
 }
 

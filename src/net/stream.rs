@@ -1,7 +1,7 @@
 //! [`Stream`]: a connected stream socket of any family, and its halves.
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::io::{AsyncReadOwned, AsyncWriteOwned};
+use crate::io::{AsyncReadOwned, AsyncWriteOwned, SpliceEnd, SpliceSink, SpliceSource};
 use crate::net::conn::Conn;
 use crate::net::family::Family;
 use crate::net::side::{self, Reads, Side, Writes};
@@ -398,6 +398,10 @@ impl<F: Family, S: Reads> AsyncReadOwned for Stream<F, S> {
     fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
         self.conn.read(buf)
     }
+
+    fn as_splice_source(&self) -> Option<SpliceEnd> {
+        Some(self.conn.splice_end(true))
+    }
 }
 
 impl<F: Family, S: Writes> AsyncWriteOwned for Stream<F, S> {
@@ -407,5 +411,22 @@ impl<F: Family, S: Writes> AsyncWriteOwned for Stream<F, S> {
 
     fn shutdown_write(&self) -> impl Future<Output = io::Result<()>> {
         self.conn.shutdown(Shutdown::Write)
+    }
+
+    fn as_splice_sink(&self) -> Option<SpliceEnd> {
+        Some(self.conn.splice_end(false))
+    }
+}
+
+/// Splices read the socket after the bytes a dropped read left (see [`Stream`]).
+impl<F: Family, S: Reads> SpliceSource for Stream<F, S> {
+    fn splice_source(&self) -> io::Result<SpliceEnd> {
+        Ok(self.conn.splice_end(true))
+    }
+}
+
+impl<F: Family, S: Writes> SpliceSink for Stream<F, S> {
+    fn splice_sink(&self) -> io::Result<SpliceEnd> {
+        Ok(self.conn.splice_end(false))
     }
 }

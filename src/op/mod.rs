@@ -22,6 +22,7 @@ pub(crate) mod net;
 pub(crate) mod rw;
 pub(crate) mod send_file;
 pub(crate) mod send_zc;
+pub(crate) mod splice;
 pub(crate) mod wait;
 
 /// The data of one kind of ring operation: what it puts in the SQE and what becomes of

@@ -2,7 +2,7 @@
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::fd::SharedFd;
-use crate::io::{AsyncReadOwned, AsyncWriteOwned};
+use crate::io::{AsyncReadOwned, AsyncWriteOwned, SpliceEnd, SpliceSink, SpliceSource};
 use crate::net::conn::PipeReader;
 use crate::BufResult;
 use std::cell::RefCell;
@@ -129,6 +129,17 @@ impl AsyncWriteOwned for ChildStdin {
     fn shutdown_write(&self) -> impl Future<Output = io::Result<()>> {
         ChildStdin::shutdown_write(self)
     }
+
+    fn as_splice_sink(&self) -> Option<SpliceEnd> {
+        self.splice_sink().ok()
+    }
+}
+
+/// `BrokenPipe` after [`shutdown_write`](ChildStdin::shutdown_write).
+impl SpliceSink for ChildStdin {
+    fn splice_sink(&self) -> io::Result<SpliceEnd> {
+        Ok(SpliceEnd::new(self.fd()?, true, None))
+    }
 }
 
 impl AsRawFd for ChildStdin {
@@ -205,6 +216,17 @@ macro_rules! reader {
         impl AsyncReadOwned for $name {
             fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
                 self.pipe.read(buf)
+            }
+
+            fn as_splice_source(&self) -> Option<SpliceEnd> {
+                Some(self.pipe.splice_end())
+            }
+        }
+
+        /// Splices read the pipe after the bytes a dropped read left.
+        impl SpliceSource for $name {
+            fn splice_source(&self) -> io::Result<SpliceEnd> {
+                Ok(self.pipe.splice_end())
             }
         }
 
