@@ -14,10 +14,8 @@
 //! socket raises (splice has no `MSG_NOSIGNAL`) is never delivered; the op fails with `EPIPE`.
 
 use crate::fd::SharedFd;
-use crate::op::{cqe_result, Op, OpCode};
-use io_uring::{opcode, squeue, types};
+use crate::op::splice::{splice_with, Pipe};
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// The default capacity of a pipe: 16 pages.
 const DEFAULT_PIPE: u64 = 64 * 1024;
@@ -26,38 +24,9 @@ const DEFAULT_PIPE: u64 = 64 * 1024;
 /// unprivileged process may ask for.
 const LARGE_PIPE: u64 = 1024 * 1024;
 
-struct Splice {
-    fd_in: SharedFd,
-    /// The file position to read from, or -1 for a pipe.
-    off_in: i64,
-    fd_out: SharedFd,
-    /// The pipe's other end, which the SQE does not name. Held so that no end of the pipe is
-    /// closed while a splice on it is in flight: a splice into a socket waits for room with
-    /// the pipe's lock held, and closing either end takes that lock, so closing the write end
-    /// while the kernel splices out of the read end would block the loop's thread until the
-    /// socket drains (and the peer that would drain it may be a task of this very loop).
-    _other_end: SharedFd,
-    len: u32,
-    flags: u32,
-}
-
-// SAFETY: the SQE holds no pointer; both fds are held by `self` (INV-fd).
-unsafe impl OpCode for Splice {
-    fn create_entry(&mut self) -> squeue::Entry {
-        opcode::Splice::new(
-            types::Fd(self.fd_in.as_raw_fd()),
-            self.off_in,
-            types::Fd(self.fd_out.as_raw_fd()),
-            -1,
-            self.len,
-        )
-        .flags(self.flags)
-        .build()
-    }
-}
-
 /// One splice of at most `len` bytes between a pipe end and a file or socket, holding the
-/// pipe's `other_end` too; `Interrupted` is retried.
+/// pipe's `other_end` too (INV-pipe: a splice into a socket waits for room with the pipe's lock
+/// held, and closing either end takes that lock); `Interrupted` is retried.
 async fn splice(
     fd_in: &SharedFd,
     off_in: i64,
@@ -67,41 +36,11 @@ async fn splice(
     flags: u32,
 ) -> io::Result<u32> {
     loop {
-        let (c, _) = Op::new(Splice {
-            fd_in: fd_in.clone(),
-            off_in,
-            fd_out: fd_out.clone(),
-            _other_end: other_end.clone(),
-            len,
-            flags,
-        })
-        .await;
-        match cqe_result(c) {
+        match splice_with(fd_in, off_in, fd_out, Some(other_end), len as usize, flags).await {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            res => return res,
+            res => return res.map(|n| n as u32),
         }
     }
-}
-
-/// A new pipe, its read and write ends (blocking: the ring waits for them), with room for at
-/// least `want` bytes where the kernel allows it; and its capacity.
-fn pipe_for(want: u64) -> io::Result<(SharedFd, SharedFd, u64)> {
-    let mut fds = [0; 2];
-    // SAFETY: INV-ffi: pipe2 writes two fds into the array we pass.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let (r, w) = (SharedFd::new(fds[0]), SharedFd::new(fds[1]));
-    let mut capacity = DEFAULT_PIPE;
-    if want > DEFAULT_PIPE {
-        // SAFETY: INV-ffi: F_SETPIPE_SZ on a pipe we own; it returns the new capacity or fails
-        // (over the user's pipe limits), which leaves the default.
-        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, LARGE_PIPE as i32) };
-        if got > 0 {
-            capacity = got as u64;
-        }
-    }
-    Ok((r, w, capacity))
 }
 
 /// Sends `len` bytes of `file` from `offset` on the connected socket `socket`, or fewer if the
@@ -121,7 +60,12 @@ pub(crate) async fn send_file(
     if len == 0 {
         return Ok(0);
     }
-    let (pipe_r, pipe_w, capacity) = pipe_for(len)?;
+    let pipe = Pipe::new(if len > DEFAULT_PIPE {
+        LARGE_PIPE as usize
+    } else {
+        DEFAULT_PIPE as usize
+    })?;
+    let (pipe_r, pipe_w, capacity) = (pipe.read, pipe.write, pipe.capacity as u64);
     let mut sent = 0u64;
     while sent < len {
         let chunk = (len - sent).min(capacity) as u32;

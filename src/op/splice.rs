@@ -16,15 +16,18 @@ use std::os::fd::AsRawFd;
 /// Largest length one splice SQE can ask for.
 const MAX_LEN: usize = u32::MAX as usize;
 
-/// `splice(fd_in, NULL, fd_out, NULL, len, SPLICE_F_MOVE)`: at their current positions (a pipe
-/// or socket has none; a file's is used and advanced, as by read(2) and write(2)).
+/// `splice(fd_in, off_in, fd_out, NULL, len, flags)`: from `off_in` of a file (-1: at the
+/// current position, which a pipe or socket does not have and a file's is used and advanced, as
+/// by read(2)), into `fd_out` at its current position.
 struct Splice {
     fd_in: SharedFd,
+    off_in: i64,
     fd_out: SharedFd,
     /// The other end of the in-between pipe, when one of the fds is an end of it: held too, so
     /// the pipe is never closed while this splice may hold its lock (INV-pipe).
     _other_end: Option<SharedFd>,
     len: u32,
+    flags: u32,
 }
 
 // SAFETY: INV-heap: the SQE carries no pointer. Both fds it names are held by `self` until the
@@ -34,12 +37,12 @@ unsafe impl OpCode for Splice {
     fn create_entry(&mut self) -> squeue::Entry {
         opcode::Splice::new(
             types::Fd(self.fd_in.as_raw_fd()),
-            -1,
+            self.off_in,
             types::Fd(self.fd_out.as_raw_fd()),
             -1,
             self.len,
         )
-        .flags(libc::SPLICE_F_MOVE)
+        .flags(self.flags)
         .build()
     }
 }
@@ -50,20 +53,36 @@ pub(crate) fn supported() -> bool {
     opcode_supported(opcode::Splice::CODE)
 }
 
-/// Moves up to `len` bytes from `fd_in` to `fd_out`, one of which must be a pipe; returns how
-/// many moved (0: `fd_in` is at end of file, or `len` was 0). `other_end`: the other end of the
-/// in-between pipe when one of the fds is an end of it, held with the op (INV-pipe).
+/// Moves up to `len` bytes from `fd_in` to `fd_out`, one of which must be a pipe, at their
+/// current positions with `SPLICE_F_MOVE`; returns how many moved (0: `fd_in` is at end of
+/// file, or `len` was 0). `other_end`: the other end of the in-between pipe when one of the fds
+/// is an end of it, held with the op (INV-pipe).
 pub(crate) async fn splice(
     fd_in: &SharedFd,
     fd_out: &SharedFd,
     other_end: Option<&SharedFd>,
     len: usize,
 ) -> io::Result<usize> {
+    splice_with(fd_in, -1, fd_out, other_end, len, libc::SPLICE_F_MOVE).await
+}
+
+/// As [`splice`], reading `fd_in` from `off_in` (-1: its current position) with `flags`
+/// (`SPLICE_F_MORE`: more follows, as `sendfile(2)` tells TCP).
+pub(crate) async fn splice_with(
+    fd_in: &SharedFd,
+    off_in: i64,
+    fd_out: &SharedFd,
+    other_end: Option<&SharedFd>,
+    len: usize,
+    flags: u32,
+) -> io::Result<usize> {
     let (c, _op) = Op::new(Splice {
         fd_in: fd_in.clone(),
+        off_in,
         fd_out: fd_out.clone(),
         _other_end: other_end.cloned(),
         len: len.min(MAX_LEN) as u32,
+        flags,
     })
     .await;
     cqe_result(c).map(|n| n as usize)
