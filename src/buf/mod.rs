@@ -10,8 +10,10 @@
 //!   `Vec::with_capacity(n)` therefore reads up to `n` bytes.
 
 mod fixed;
+mod ring;
 
 pub use fixed::{FixedBuf, FixedBufPool, Next};
+pub use ring::{BufRing, RingBuf};
 
 use std::io;
 use std::ops::{Bound, RangeBounds};

@@ -4,6 +4,7 @@
 //! SQE's `user_data` names the slot and the op in it ([`UserData`]). A few `user_data` values at
 //! the top of the range are reserved for the driver's own SQEs (cancels, the wake read).
 
+mod buf_rings;
 mod fixed;
 mod fixed_buffers;
 pub(crate) mod opcodes;
@@ -20,6 +21,7 @@ pub(crate) use setup::opcode_supported;
 pub use setup::RingSetup;
 pub(crate) use user_data::UserData;
 
+use buf_rings::BufGroups;
 use fixed::FixedFiles;
 use fixed_buffers::FixedBuffers;
 pub(crate) use fixed_buffers::{MAX_BUFFER as MAX_FIXED_BUFFER, SLOTS as FIXED_BUFFER_SLOTS};
@@ -106,6 +108,7 @@ pub(crate) struct Driver {
     op_counts: Box<[u64; 256]>,
     fixed: FixedFiles,
     fixed_buffers: FixedBuffers,
+    buf_groups: BufGroups,
 }
 
 impl Driver {
@@ -128,6 +131,7 @@ impl Driver {
             op_counts: Box::new([0; 256]),
             fixed,
             fixed_buffers: FixedBuffers::new(),
+            buf_groups: BufGroups::new(),
         };
         driver.arm_wake();
         Ok(driver)
@@ -190,6 +194,31 @@ impl Driver {
     /// flight names them).
     pub(crate) fn release_buffers(&mut self, first: u32, n: u32) {
         self.fixed_buffers.release(&self.ring, first, n);
+    }
+
+    /// Registers a provided buffer ring of `entries` entries at `addr`: its buffer group id,
+    /// `Ok(None)` when the kernel has no provided buffer rings (before 5.19), or the kernel's
+    /// error.
+    ///
+    /// # Safety
+    ///
+    /// INV-bufring: `addr` is page-aligned, holds `entries` (a power of two, at most 32768)
+    /// entries, and stays allocated until [`Driver::unregister_buf_ring`] or the ring is gone.
+    pub(crate) unsafe fn register_buf_ring(
+        &mut self,
+        addr: u64,
+        entries: u16,
+    ) -> io::Result<Option<u16>> {
+        if self.shut_down {
+            return Err(io::Error::other("the runtime is shutting down"));
+        }
+        // SAFETY: INV-bufring: as the caller guarantees.
+        unsafe { self.buf_groups.register(&self.ring, addr, entries) }
+    }
+
+    /// Unregisters buffer group `bgid` (INV-bufring: no op in flight names it).
+    pub(crate) fn unregister_buf_ring(&mut self, bgid: u16) {
+        self.buf_groups.unregister(&self.ring, bgid);
     }
 
     /// Re-arms the eventfd read that lets another thread wake this loop.
@@ -529,6 +558,7 @@ impl Driver {
         }
         self.fixed.close();
         self.fixed_buffers.close();
+        self.buf_groups.close();
         let live: Vec<UserData> = self
             .slots
             .iter()

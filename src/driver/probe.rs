@@ -110,7 +110,9 @@ const USED: &[OpUse] = &[
     },
     OpUse {
         code: opcode::Recv::CODE,
-        used_for: "stream and connected-datagram receives",
+        used_for: "stream and connected-datagram receives; Stream::recv_multishot into a \
+                   buf::BufRing (buffer select 5.19+, IORING_RECV_MULTISHOT 6.0+, single-shot \
+                   before)",
         fallback: None,
     },
     OpUse {

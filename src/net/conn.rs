@@ -45,8 +45,13 @@ impl Conn {
         self.stash.unread(bytes);
     }
 
-    fn sink(&self) -> Rc<dyn RecvSink> {
+    pub(crate) fn sink(&self) -> Rc<dyn RecvSink> {
         self.stash.clone()
+    }
+
+    /// The socket's stash (what dropped reads left).
+    pub(crate) fn stash(&self) -> &Stash {
+        &self.stash
     }
 
     /// Whether both handles are of the same socket.

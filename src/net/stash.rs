@@ -293,12 +293,18 @@ impl RecvSink for Stash {
         let waiters = {
             let mut inner = self.inner.borrow_mut();
             let runtime = received.runtime;
+            let more = received.more;
             inner.keep(received);
-            if let Some(i) = inner
-                .in_flight
-                .iter()
-                .position(|(rt, _)| rt.ptr_eq(runtime))
-            {
+            // A multishot receive's completion with more to come: it is still in flight.
+            let ended = if more {
+                None
+            } else {
+                inner
+                    .in_flight
+                    .iter()
+                    .position(|(rt, _)| rt.ptr_eq(runtime))
+            };
+            if let Some(i) = ended {
                 inner.in_flight[i].1 -= 1;
                 if inner.in_flight[i].1 == 0 {
                     inner.in_flight.swap_remove(i);
@@ -325,6 +331,7 @@ mod tests {
             from: None,
             fill: &mut |v| v.extend_from_slice(b),
             runtime: &Weak::new(),
+            more: false,
         });
     }
 
@@ -421,6 +428,25 @@ mod tests {
         let inner = s.inner.borrow();
         assert!(inner.waiters.is_empty(), "the waiting reads were woken");
         assert!(inner.in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_multishot_receive_is_in_flight_until_its_final_completion() {
+        let s = Stash::new(Framing::Stream);
+        let rt = Weak::new();
+        s.abandoned(&rt);
+        for (b, more) in [(&b"ab"[..], true), (b"cd", true), (b"", false)] {
+            s.unclaimed(Received {
+                result: if b.is_empty() { -libc::ECANCELED } else { 2 },
+                room: 8,
+                from: None,
+                fill: &mut |v| v.extend_from_slice(b),
+                runtime: &rt,
+                more,
+            });
+            assert_eq!(s.inner.borrow().in_flight.is_empty(), !more);
+        }
+        assert!(matches!(take(&s, 8), Some(Stashed::Bytes(b)) if b == b"abcd"));
     }
 
     #[test]

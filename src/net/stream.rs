@@ -1,9 +1,10 @@
 //! [`Stream`]: a connected stream socket of any family, and its halves.
 
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{BufRing, IoBuf, IoBufMut};
 use crate::io::{AsyncReadOwned, AsyncWriteOwned, SpliceEnd, SpliceSink, SpliceSource};
 use crate::net::conn::Conn;
 use crate::net::family::Family;
+use crate::net::multishot::RecvMultishot;
 use crate::net::side::{self, Reads, Side, Writes};
 use crate::net::socket::Socket;
 use crate::net::stash::Framing;
@@ -232,6 +233,37 @@ impl<F: Family, S: Reads> Stream<F, S> {
     /// (`IORING_OP_RECVMSG`). Cancel-safe like [`read`](Stream::read).
     pub async fn readv<B: IoBufMut>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {
         self.conn.readv(bufs).await
+    }
+
+    /// Receives into buffers the kernel picks from `ring` as data arrives: a stream of
+    /// [`RingBuf`](crate::buf::RingBuf)s, each going back to the ring when dropped. One multishot receive
+    /// (`IORING_RECV_MULTISHOT`, Linux 6.0) serves the whole stream, re-armed when the ring ran
+    /// out of buffers (once one came back) or the kernel ended it; older kernels get
+    /// single-shot receives with the same behaviour. Cancel-safe like [`read`](Stream::read):
+    /// dropping the stream loses no byte (see [`RecvMultishot`]). The ring must have been made
+    /// on the runtime the stream is polled on.
+    ///
+    /// ```
+    /// use uring::buf::BufRing;
+    /// use uring::net::UnixStream;
+    ///
+    /// uring::run(async {
+    ///     let (a, b) = UnixStream::pair().unwrap();
+    ///     let ring = BufRing::new(4, 1024).unwrap();
+    ///     a.write_all(b"ping".to_vec()).await.0.unwrap();
+    ///     let mut bufs = b.recv_multishot(&ring);
+    ///     let buf = bufs.next().await.unwrap().unwrap();
+    ///     assert_eq!(&buf[..], b"ping");
+    ///     // Echo it straight from the ring's memory; the buffer goes back once written.
+    ///     b.write_all(buf).await.0.unwrap();
+    ///     drop(bufs);
+    ///     let (res, echoed) = a.read_exact(Vec::with_capacity(4)).await;
+    ///     res.unwrap();
+    ///     assert_eq!(echoed, b"ping");
+    /// });
+    /// ```
+    pub fn recv_multishot(&self, ring: &BufRing) -> RecvMultishot {
+        RecvMultishot::new(self.conn.clone(), ring)
     }
 }
 

@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 mod recv;
-pub(crate) use recv::{recv_from, recv_vectored, Received, RecvOp, RecvSink};
+pub(crate) use recv::{recv_from, recv_ring, recv_vectored, Received, RecvOp, RecvRing, RecvSink};
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;

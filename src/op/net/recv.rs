@@ -3,11 +3,11 @@
 //! when its future was dropped before it saw the completion, so a dropped read loses no byte.
 
 use super::{AddrOut, MsgMany, MsgOne, MAX_LEN};
-use crate::buf::IoBufMut;
+use crate::buf::{BufRing, IoBufMut};
 use crate::driver::slot::Completion;
 use crate::fd::SharedFd;
 use crate::op::rw::{filled, iovecs_to_fill, set_init_vectored};
-use crate::op::{cqe_result, Op, OpCode};
+use crate::op::{cqe_result, MultiOp, Op, OpCode};
 use crate::runtime::RuntimeState;
 use crate::BufResult;
 use io_uring::{opcode, squeue, types};
@@ -39,6 +39,9 @@ pub(crate) struct Received<'a> {
     pub(crate) fill: &'a mut dyn FnMut(&mut Vec<u8>),
     /// The runtime the receive was submitted on (as given to [`RecvSink::abandoned`]).
     pub(crate) runtime: &'a Weak<RuntimeState>,
+    /// A multishot receive's completion with `IORING_CQE_F_MORE`: the receive is still in
+    /// flight (only its final completion ends it).
+    pub(crate) more: bool,
 }
 
 /// A receive's link to its socket's [`RecvSink`], and the runtime it was submitted on (only that
@@ -91,6 +94,7 @@ impl Leftovers {
             from,
             fill: &mut fill,
             runtime: &self.runtime,
+            more: false,
         });
     }
 }
@@ -285,4 +289,88 @@ pub(crate) async fn recv_vectored<B: IoBufMut>(
         n as usize
     });
     (res, op.bufs)
+}
+
+/// A receive into a buffer the kernel picks from a [`BufRing`] (`IOSQE_BUFFER_SELECT` on the
+/// ring's buffer group): multishot (`IORING_RECV_MULTISHOT`, Linux 6.0: one completion per
+/// chunk received, until one without `IORING_CQE_F_MORE`) or single-shot (5.19). Each
+/// completion with data carries its buffer's id (`IORING_CQE_F_BUFFER`). Completions nobody
+/// claims have their bytes copied to the socket's sink and their buffer provided again.
+pub(crate) struct RecvRing {
+    fd: SharedFd,
+    ring: BufRing,
+    bgid: u16,
+    multishot: bool,
+    leftovers: Leftovers,
+}
+
+// SAFETY: INV-heap: the SQE holds no pointer (the kernel picks a buffer of the ring, whose
+// memory `ring` keeps allocated and registered: INV-bufring); `fd` is held by `self` (INV-fd).
+unsafe impl OpCode for RecvRing {
+    fn create_entry(&mut self) -> squeue::Entry {
+        let fd = types::Fd(self.fd.as_raw_fd());
+        if self.multishot {
+            return opcode::RecvMulti::new(fd, self.bgid).build();
+        }
+        // Length 0: the whole of the buffer the kernel picks.
+        opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+            .buf_group(self.bgid)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+    }
+
+    fn abandoned(&mut self, runtime: &Rc<RuntimeState>) {
+        self.leftovers.abandoned(runtime);
+    }
+
+    fn unclaimed(&mut self, c: Completion) {
+        let ring = &self.ring;
+        let bid = std::cell::Cell::new(io_uring::cqueue::buffer_select(c.flags));
+        let len = c.result.max(0) as usize;
+        let mut fill = |out: &mut Vec<u8>| {
+            if let Some(b) = bid.take() {
+                // SAFETY: INV-bufring: this completion of a receive on the ring's group named
+                // buffer `b`, with `len` bytes, and is handed over once (taken from the cell).
+                unsafe { ring.drain_into(b, len, out) };
+            }
+        };
+        // Running out of buffers is no result of the socket's: like the cancel's own result,
+        // the stash keeps nothing for it.
+        let result = if c.result == -libc::ENOBUFS {
+            -libc::ECANCELED
+        } else {
+            c.result
+        };
+        self.leftovers.sink.unclaimed(Received {
+            result,
+            room: ring.buf_capacity(),
+            from: None,
+            fill: &mut fill,
+            runtime: &self.leftovers.runtime,
+            more: c.has_more(),
+        });
+        if let Some(b) = bid.take() {
+            // The stash took no bytes (an end, an error): the buffer goes back all the same.
+            // SAFETY: INV-bufring: as above; nothing is copied.
+            unsafe { ring.drain_into(b, 0, &mut Vec::new()) };
+        }
+    }
+}
+
+/// A receive on `fd` into buffers of `ring` (registered here as group `bgid`), multishot or
+/// single-shot, submitted when first polled.
+pub(crate) fn recv_ring(
+    fd: &SharedFd,
+    ring: &BufRing,
+    bgid: u16,
+    multishot: bool,
+    sink: Rc<dyn RecvSink>,
+) -> MultiOp<RecvRing> {
+    MultiOp::new(RecvRing {
+        fd: fd.clone(),
+        ring: ring.clone(),
+        bgid,
+        multishot,
+        leftovers: Leftovers::new(sink),
+    })
 }
