@@ -275,7 +275,7 @@ fn streams_share_a_ring() {
                     while let Some(buf) = bufs.next().await {
                         let buf = buf.unwrap();
                         check(&buf, &mut at);
-                        if at % 7 == 0 {
+                        if at.is_multiple_of(7) {
                             uring::yield_now().await;
                         }
                     }
@@ -329,7 +329,7 @@ fn drop_mid_transfer<S: Receiver + 'static>(
             drop(bufs);
             // Some buffers stay held into the next round, never so many that the ring could run
             // dry for good (a consumer holding every buffer waits for one forever).
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 held.clear();
             } else {
                 held.truncate(2);

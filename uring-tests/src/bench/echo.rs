@@ -151,7 +151,8 @@ fn servers_from_env(opts: &mut Options) {
             .map(|n| {
                 ServerKind::parse(n.trim()).unwrap_or_else(|| {
                     panic!(
-                        "URING_ECHO_SERVERS: unknown server {n:?} (uring, tokio, raw, raw-single)"
+                        "URING_ECHO_SERVERS: unknown server {n:?} (uring, tokio, raw, raw-single, \
+                         uring-multishot, ...)"
                     )
                 })
             })
@@ -749,6 +750,13 @@ mod tests {
     #[test]
     fn uring_server_echoes_every_byte() {
         crate::watchdog(Duration::from_secs(120), || check_server(ServerKind::Uring));
+    }
+
+    #[test]
+    fn uring_multishot_server_echoes_every_byte() {
+        crate::watchdog(Duration::from_secs(120), || {
+            check_server(ServerKind::UringMultishot)
+        });
     }
 
     #[test]

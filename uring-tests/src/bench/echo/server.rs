@@ -12,6 +12,9 @@ pub enum ServerKind {
     Uring,
     /// tokio's current_thread runtime, one task per connection.
     Tokio,
+    /// This crate with `TcpStream::recv_multishot`: one multishot receive per connection into
+    /// one `BufRing` the runtime's connections share, each buffer written back as it came.
+    UringMultishot,
     /// A hand-written io_uring loop with no runtime (see `raw.rs`).
     Raw,
     /// A hand-written io_uring loop doing the same ops as the uring server (see
@@ -53,6 +56,7 @@ impl ServerKind {
         match self {
             ServerKind::Uring => "uring",
             ServerKind::Tokio => "tokio",
+            ServerKind::UringMultishot => "uring-multishot",
             ServerKind::Raw => "raw",
             ServerKind::RawSingle => "raw-single",
             ServerKind::UringPool => "uring-pool2",
@@ -71,11 +75,15 @@ impl ServerKind {
         }
     }
 
+    /// Servers for side comparisons, run only when named (`URING_ECHO_SERVERS`).
+    pub const EXTRA: [ServerKind; 1] = [ServerKind::UringMultishot];
+
     /// Parses a name given by [`ServerKind::name`].
     pub fn parse(s: &str) -> Option<ServerKind> {
         ServerKind::ALL
             .into_iter()
             .chain(ServerKind::MANY_CORES)
+            .chain(ServerKind::EXTRA)
             .find(|k| k.name() == s)
     }
 }
@@ -106,6 +114,7 @@ pub fn serve(kind: ServerKind, addr: SocketAddr, ready: impl FnOnce(SocketAddr))
     match kind {
         ServerKind::Uring => serve_uring(addr, ready),
         ServerKind::Tokio => serve_tokio(addr, ready),
+        ServerKind::UringMultishot => serve_uring_multishot(addr, ready),
         ServerKind::Raw => super::raw::serve(addr, BUF_SIZE, ready),
         ServerKind::RawSingle => super::raw_single::serve(addr, BUF_SIZE, ready),
         ServerKind::UringPool => serve_uring_pool(addr, ready),
@@ -248,6 +257,40 @@ fn serve_uring_pool(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Res
         async move { uring_accept_loop(uring::net::TcpListener::from_socket(socket)?).await }
     });
     served.into_iter().collect()
+}
+
+/// Buffers of the ring the `uring-multishot` server's connections share: two per connection of
+/// the 500-connection rows, so the ring rarely runs dry.
+const MULTISHOT_RING: u16 = 1024;
+
+fn serve_uring_multishot(addr: SocketAddr, ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
+    let std_listener = super::raw::bind(addr)?;
+    ready(std_listener.local_addr()?);
+    uring::run(async move {
+        let listener = uring::net::TcpListener::from_std(std_listener)?;
+        let ring = uring::buf::BufRing::new(MULTISHOT_RING, conn_buf())?;
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("uring-multishot echo server: accept: {e}");
+                    uring::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            stream.set_nodelay(true)?;
+            let ring = ring.clone();
+            uring::spawn(async move {
+                let mut bufs = stream.recv_multishot(&ring);
+                while let Some(Ok(buf)) = bufs.next().await {
+                    // Written back from the ring's memory; the buffer goes back after.
+                    if stream.write_all(buf).await.0.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    })
 }
 
 async fn uring_accept_loop(listener: uring::net::TcpListener) -> io::Result<()> {
