@@ -104,9 +104,16 @@ impl Config {
             rounds: 3,
             only: None,
             engines: Some(
-                ["tokio-fs", "tokio-pread", "std", "raw", "fio"]
-                    .map(str::to_string)
-                    .to_vec(),
+                [
+                    "uring-fixed",
+                    "tokio-fs",
+                    "tokio-pread",
+                    "std",
+                    "raw",
+                    "fio",
+                ]
+                .map(str::to_string)
+                .to_vec(),
             ),
             workloads: Some(vec![
                 "4K rand read, hot, QD32",

@@ -1,8 +1,8 @@
 //! The benchmark suite: runs uring and its peers side by side on the same work and prints tables.
 //!
 //! `cargo run --release -p uring-tests --bin bench` runs a short pass of every suite (core,
-//! threads, process, echo, http, proxy, files; about two minutes) and ends with one summary table of
-//! every figure against every peer. `-- --full` runs the whole suite with its full defaults
+//! threads, process, echo, http, proxy, files; about two and a half minutes) and ends with one
+//! summary table of every figure against every peer. `-- --full` runs the whole suite with its full defaults
 //! (about 12 minutes, most of it the file suite, which writes a 1 GiB file), also ending with
 //! the summary. `-- core|process|threads|echo|http|proxy|fs` runs one suite with its full defaults.
 //! `-- core ROW` runs one row of the core suite (for profiling: `perf record -g
@@ -27,7 +27,7 @@ use uring_tests::bench::{self, SummaryRow};
 
 const USAGE: &str =
     "usage: bench [--full] [all|core|process|threads|echo|http|proxy|fs] [ROW] [--rounds N] [--only uring|tokio]
-  (no arguments)  the short pass of every suite, about two minutes, then one summary
+  (no arguments)  the short pass of every suite, about 2.5 minutes, then one summary
                   table of uring against every peer: the core suite as in full; the process
                   suite in one round (spawn and wait 1,000 `true`, one and 16 at a time); the threads
                   suite with fewer rounds (echo on 2 threads at 50x64 and 500x4096, 10k idle
@@ -217,7 +217,7 @@ fn main() {
         if full {
             "about 14 minutes"
         } else {
-            "about two minutes; `--full` runs the whole suite (about 14 minutes)"
+            "about two and a half minutes; `--full` runs the whole suite (about 14 minutes)"
         }
     );
     let start = Instant::now();
