@@ -4,7 +4,7 @@
 //! the worker that runs it, with its ring, its buffers and its sockets; work crosses threads only
 //! when asked, as a `Send` closure that builds its (possibly `!Send`) future on the target worker
 //! ([`Pool::spawn`], [`Pool::spawn_on`], [`Spawner`]). Give each worker its own listener
-//! ([`TcpListener::bind_reuseport`](crate::net::TcpListener)) and the kernel spreads connections.
+//! (`TcpListener::bind_reuseport`) and the kernel spreads connections.
 
 use crate::runtime::{Builder, Spawner};
 use crate::task::{JoinError, JoinHandle};

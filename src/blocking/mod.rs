@@ -3,7 +3,7 @@
 //!
 //! A runtime's thread must never block: while it does, none of its tasks run and no completion
 //! is reaped. Most I/O here is a ring op and never blocks, but some work has no ring op: name
-//! resolution (`getaddrinfo`, behind [`lookup_host`](crate::net::lookup_host)), a C library's
+//! resolution (`getaddrinfo`, behind `uring::net::lookup_host`), a C library's
 //! blocking call, a long computation. Such work goes to the pool: the closure runs on a pool
 //! thread, and when it returns, the pool thread wakes the awaiting task, which reaches its
 //! runtime through the cross-thread wake path (an eventfd whose read is armed on the ring), so a

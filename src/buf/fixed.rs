@@ -33,7 +33,7 @@ const ALIGN: usize = 4096;
 /// Reads and writes on files and pipes (`uring::fs::File`'s `read_at`, `write_at`,
 /// `write_all_at`, ...) use `READ_FIXED`/`WRITE_FIXED` when handed a `FixedBuf` (or a
 /// [`Slice`](crate::buf::Slice) of one), with no change to the call. Zero-copy sends
-/// ([`write_zc`](crate::net::Stream::write_zc)) pass it with the fixed-buffer flag
+/// (`uring::net::Stream::write_zc`) pass it with the fixed-buffer flag
 /// (`IORING_RECVSEND_FIXED_BUF`). Other socket receives and sends take a `FixedBuf` like any
 /// buffer and use the plain ops.
 ///

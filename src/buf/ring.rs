@@ -34,7 +34,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == 16);
 const PAGE: usize = 4096;
 
 /// A ring of `count` provided buffers of `size` bytes, registered with the current runtime's
-/// ring, for [`Stream::recv_multishot`](crate::net::Stream::recv_multishot).
+/// ring, for `uring::net::Stream::recv_multishot`.
 ///
 /// One multishot receive (`IORING_OP_RECV` with `IORING_RECV_MULTISHOT`, Linux 6.0) then posts
 /// a completion per chunk of data the socket gets, each in a buffer the kernel picked from the

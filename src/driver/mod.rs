@@ -56,7 +56,7 @@ struct Entry {
 }
 
 /// Counters a benchmark or a test can read to see what the driver did. Plain counters bumped on
-/// the paths that exist anyway; [`Metrics`](crate::Metrics) has these and more (tasks, timers,
+/// the paths that exist anyway; `uring::Metrics` has these and more (tasks, timers,
 /// submissions per opcode).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DriverStats {

@@ -235,7 +235,7 @@ pub struct Probe {
     memlock: Option<(u64, u64)>,
 }
 
-/// Probes the kernel's io_uring the way a new [`Runtime`](crate::Runtime) would use it: sets up
+/// Probes the kernel's io_uring the way a new `Runtime` would use it: sets up
 /// a ring as `Runtime::new` does and reports what it got. The first thing to run on a new
 /// machine: `cargo run --example probe`.
 ///
@@ -342,7 +342,7 @@ impl Probe {
         &self.kernel
     }
 
-    /// The ring setup a runtime gets here (what [`Runtime::ring_setup`](crate::Runtime) reports).
+    /// The ring setup a runtime gets here (what `Runtime::ring_setup` reports).
     pub fn ring_setup(&self) -> RingSetup {
         self.setup
     }

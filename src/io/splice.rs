@@ -79,7 +79,7 @@ pub(crate) trait Leftovers {
 }
 
 /// Something [`splice`] can read from: the crate's streams and their read halves, a child's
-/// stdout and stderr, and [`File`](crate::fs::File) (at its current position, which the splice
+/// stdout and stderr, and `uring::fs::File` (at its current position, which the splice
 /// advances, as `read(2)` does; the positional methods neither use nor move it).
 pub trait SpliceSource {
     /// The fd to splice from.
@@ -91,7 +91,7 @@ pub trait SpliceSource {
 }
 
 /// Something [`splice`] can write to: the crate's streams and their write halves, a child's
-/// stdin, and [`File`](crate::fs::File) (at its current position, advanced as by `write(2)`).
+/// stdin, and `uring::fs::File` (at its current position, advanced as by `write(2)`).
 pub trait SpliceSink {
     /// The fd to splice to.
     ///
@@ -169,7 +169,7 @@ fn count_spliced(n: usize) {
 /// with a plain write). Without `IORING_OP_SPLICE` it reads into a buffer and writes that,
 /// with the same result.
 ///
-/// A [`File`](crate::fs::File) made from a pipe end is spliced directly. Do not close the
+/// A `uring::fs::File` made from a pipe end is spliced directly. Do not close the
 /// other end of such a pipe while a splice on it waits for a socket: the kernel holds the
 /// pipe's lock while it waits, and the `close(2)` blocks until then (the pipe this function
 /// makes itself is never closed while a splice holds it).

@@ -152,7 +152,7 @@ impl Builder {
     /// unknown length; 0 keeps the kernel's limit (by default, bounded: the ring's entries or 4
     /// per CPU, whichever is smaller). With one runtime per core, uncapped workers can add up to
     /// thousands of threads; `docs/architecture.md` has the measurements ("Kernel features for
-    /// many cores"). Default: no cap; a [`Pool`](crate::Pool) sets one.
+    /// many cores"). Default: no cap; a `uring::Pool` sets one.
     pub fn iowq_max_workers(&mut self, bounded: u32, unbounded: u32) -> &mut Builder {
         self.iowq_max_workers = [bounded, unbounded];
         self

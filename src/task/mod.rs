@@ -1,6 +1,6 @@
 //! Tasks: spawning, joining and cancelling them, alone or as a group.
 //!
-//! [`spawn`](crate::spawn) starts a task on the current runtime and gives a [`JoinHandle`];
+//! `uring::spawn` starts a task on the current runtime and gives a [`JoinHandle`];
 //! a [`JoinSet`] holds many and gives their outputs in the order they finish (asyncio's
 //! `TaskGroup` and `gather`); an [`AbortHandle`] cancels a task without awaiting it; a
 //! [`JoinError`] says why a task gave no output. `uring::JoinHandle` and `uring::JoinError` are
