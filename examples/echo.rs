@@ -19,9 +19,8 @@
 #[path = "support/shutdown.rs"]
 mod shutdown;
 
-use shutdown::{serve_until_stopped, Connections, ListenerControl, StopSignals};
+use shutdown::Connections;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
@@ -36,81 +35,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if threads == 1 {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| fail(addr, e));
-        let runtime = uring::Runtime::new().unwrap_or_else(|e| {
-            eprintln!("echo: {e}");
-            std::process::exit(1);
-        });
-        let stop = stop_signals();
-        println!("{}", listener.local_addr().expect("bound address"));
-        let connections = Connections::default();
-        let control = listener_control(&listener);
-        runtime.block_on(serve_until_stopped(
-            "echo",
-            control,
-            accept_loop(listener, connections.clone()),
-            stop,
-            connections,
-            grace,
-        ));
-        return;
-    }
-    // The first listener fixes the port (the address may say 0); every worker gets its own on
-    // that port, the first worker this one (as a std listener: it crosses to its thread).
-    let first = TcpListener::bind_reuseport(addr).unwrap_or_else(|e| fail(addr, e));
-    let addr = first.local_addr().expect("bound address");
-    let first = Mutex::new(Some(first.into_std().expect("a listener without ops")));
-    let pool = uring::Pool::builder()
-        .threads(threads)
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("echo: {e}");
-            std::process::exit(1);
-        });
-    // One pair of signal listeners per worker, all made before the address is printed.
-    let stops = Mutex::new(
-        (0..pool.threads())
-            .map(|_| stop_signals())
-            .collect::<Vec<_>>(),
-    );
-    println!("{addr}");
-    pool.run_each(move |_worker| {
-        let listener = match first.lock().unwrap().take() {
-            Some(l) => TcpListener::from_std(l),
-            None => TcpListener::bind_reuseport(addr),
-        };
-        let listener = listener.unwrap_or_else(|e| fail(addr, e));
-        let stop = stops.lock().unwrap().pop().expect("one per worker");
-        let connections = Connections::default();
-        serve_until_stopped(
-            "echo",
-            listener_control(&listener),
-            accept_loop(listener, connections.clone()),
-            stop,
-            connections,
-            grace,
-        )
-    });
-}
-
-fn listener_control(listener: &TcpListener) -> ListenerControl {
-    ListenerControl::new(listener).unwrap_or_else(|e| {
-        eprintln!("echo: cannot duplicate the listener's fd: {e}");
-        std::process::exit(1);
-    })
-}
-
-fn stop_signals() -> StopSignals {
-    StopSignals::new().unwrap_or_else(|e| {
-        eprintln!("echo: cannot listen for SIGINT and SIGTERM: {e}");
-        std::process::exit(1);
-    })
-}
-
-fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
-    eprintln!("echo: cannot listen on {addr}: {e}");
-    std::process::exit(1);
+    shutdown::serve("echo", addr, threads, grace, accept_loop);
 }
 
 async fn accept_loop(listener: TcpListener, connections: Connections) {

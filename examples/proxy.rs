@@ -30,10 +30,9 @@
 #[path = "support/shutdown.rs"]
 mod shutdown;
 
-use shutdown::{serve_until_stopped, Connections, ListenerControl, StopSignals};
+use shutdown::Connections;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 use uring::net::{AcceptBackoff, TcpListener, TcpStream};
 
@@ -63,87 +62,16 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if threads == 1 {
-        let listener = TcpListener::bind(listen).unwrap_or_else(|e| fail(listen, e));
-        let runtime = uring::Runtime::new().unwrap_or_else(|e| {
-            eprintln!("proxy: {e}");
-            std::process::exit(1);
-        });
-        let stop = stop_signals();
-        println!("{}", listener.local_addr().expect("bound address"));
-        let connections = Connections::default();
-        let control = listener_control(&listener);
-        runtime.block_on(serve_until_stopped(
-            "proxy",
-            control,
-            accept_loop(listener, upstream, connections.clone()),
-            stop,
-            connections,
-            grace,
-        ));
-        drop(runtime);
-        if stats {
-            print_stats();
-        }
-        return;
-    }
-    // The first listener fixes the port; every worker gets its own on it (see examples/echo.rs).
-    let first = TcpListener::bind_reuseport(listen).unwrap_or_else(|e| fail(listen, e));
-    let listen = first.local_addr().expect("bound address");
-    let first = Mutex::new(Some(first.into_std().expect("a listener without ops")));
-    let pool = uring::Pool::builder()
-        .threads(threads)
-        .build()
-        .unwrap_or_else(|e| {
-            eprintln!("proxy: {e}");
-            std::process::exit(1);
-        });
-    // One pair of signal listeners per worker, all made before the address is printed.
-    let stops = Mutex::new(
-        (0..pool.threads())
-            .map(|_| stop_signals())
-            .collect::<Vec<_>>(),
+    shutdown::serve(
+        "proxy",
+        listen,
+        threads,
+        grace,
+        move |listener, connections| accept_loop(listener, upstream, connections),
     );
-    println!("{listen}");
-    pool.run_each(move |_worker| {
-        let listener = match first.lock().unwrap().take() {
-            Some(l) => TcpListener::from_std(l),
-            None => TcpListener::bind_reuseport(listen),
-        };
-        let listener = listener.unwrap_or_else(|e| fail(listen, e));
-        let stop = stops.lock().unwrap().pop().expect("one per worker");
-        let connections = Connections::default();
-        serve_until_stopped(
-            "proxy",
-            listener_control(&listener),
-            accept_loop(listener, upstream, connections.clone()),
-            stop,
-            connections,
-            grace,
-        )
-    });
     if stats {
         print_stats();
     }
-}
-
-fn listener_control(listener: &TcpListener) -> ListenerControl {
-    ListenerControl::new(listener).unwrap_or_else(|e| {
-        eprintln!("proxy: cannot duplicate the listener's fd: {e}");
-        std::process::exit(1);
-    })
-}
-
-fn stop_signals() -> StopSignals {
-    StopSignals::new().unwrap_or_else(|e| {
-        eprintln!("proxy: cannot listen for SIGINT and SIGTERM: {e}");
-        std::process::exit(1);
-    })
-}
-
-fn fail(addr: SocketAddr, e: std::io::Error) -> ! {
-    eprintln!("proxy: cannot listen on {addr}: {e}");
-    std::process::exit(1);
 }
 
 async fn accept_loop(listener: TcpListener, upstream: SocketAddr, connections: Connections) {

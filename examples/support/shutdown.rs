@@ -11,11 +11,14 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Duration;
+use uring::net::TcpListener;
 use uring::signal::{signal, Signal, SIGINT, SIGTERM};
 
 /// The grace period when `--grace` is not given.
@@ -191,4 +194,79 @@ pub async fn serve_until_stopped(
     .await;
     let left = connections.open();
     eprintln!("{name}: {why}; exiting, dropping {left} connection(s)");
+}
+
+/// Serves on `addr` until SIGINT or SIGTERM and the grace period (see [`serve_until_stopped`]),
+/// on this thread's own runtime (`threads == 1`) or on a `uring::Pool` of `threads` workers
+/// (0: one per CPU), each with its own `SO_REUSEPORT` listener on the address, so the kernel
+/// spreads connections. `accept_loop` makes a runtime's accept loop from its listener. Prints
+/// the bound address first (the first listener fixes the port when `addr` says 0); setup
+/// failures end the process with a message naming `name`.
+pub fn serve<F, Fut>(
+    name: &'static str,
+    addr: SocketAddr,
+    threads: usize,
+    grace: Duration,
+    accept_loop: F,
+) where
+    F: Fn(TcpListener, Connections) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let listen = move |addr: SocketAddr, reuseport: bool| {
+        let l = if reuseport {
+            TcpListener::bind_reuseport(addr)
+        } else {
+            TcpListener::bind(addr)
+        };
+        l.unwrap_or_else(|e| die(name, format!("cannot listen on {addr}: {e}")))
+    };
+    let stop_signals = move || {
+        StopSignals::new()
+            .unwrap_or_else(|e| die(name, format!("cannot listen for SIGINT and SIGTERM: {e}")))
+    };
+    let run = move |listener: TcpListener, stop: StopSignals| {
+        let control = ListenerControl::new(&listener)
+            .unwrap_or_else(|e| die(name, format!("cannot duplicate the listener's fd: {e}")));
+        let connections = Connections::default();
+        let accept = accept_loop(listener, connections.clone());
+        serve_until_stopped(name, control, accept, stop, connections, grace)
+    };
+    if threads == 1 {
+        let listener = listen(addr, false);
+        let runtime = uring::Runtime::new().unwrap_or_else(|e| die(name, e));
+        let stop = stop_signals();
+        println!("{}", listener.local_addr().expect("bound address"));
+        runtime.block_on(run(listener, stop));
+        return;
+    }
+    let first = listen(addr, true);
+    let addr = first.local_addr().expect("bound address");
+    // The first worker takes this listener (as a std one: it crosses to its thread).
+    let first = Mutex::new(Some(first.into_std().expect("a listener without ops")));
+    let pool = uring::Pool::builder()
+        .threads(threads)
+        .build()
+        .unwrap_or_else(|e| die(name, e));
+    // One pair of signal listeners per worker, all made before the address is printed.
+    let stops = Mutex::new(
+        (0..pool.threads())
+            .map(|_| stop_signals())
+            .collect::<Vec<_>>(),
+    );
+    println!("{addr}");
+    pool.run_each(move |_worker| {
+        let listener = match first.lock().unwrap().take() {
+            Some(l) => TcpListener::from_std(l)
+                .unwrap_or_else(|e| die(name, format!("cannot listen on {addr}: {e}"))),
+            None => listen(addr, true),
+        };
+        let stop = stops.lock().unwrap().pop().expect("one per worker");
+        run(listener, stop)
+    });
+}
+
+/// Ends the process after a setup failure, saying which program and what.
+fn die(name: &str, what: impl std::fmt::Display) -> ! {
+    eprintln!("{name}: {what}");
+    std::process::exit(1);
 }
