@@ -31,14 +31,69 @@ const DIRECT: bool = false;
 /// Slots in the fixed-file table.
 const MAX_CONNS: u32 = 16384;
 
+/// The kind of op a bare loop's `user_data` names (its top byte; the connection below it).
+pub const KIND_ACCEPT: u64 = 1;
+/// A receive.
+pub const KIND_RECV: u64 = 2;
+/// A send.
+pub const KIND_SEND: u64 = 3;
+/// A close.
+pub const KIND_CLOSE: u64 = 4;
 const KIND_SHIFT: u32 = 56;
-const KIND_ACCEPT: u64 = 1;
-const KIND_RECV: u64 = 2;
-const KIND_SEND: u64 = 3;
-const KIND_CLOSE: u64 = 4;
 
-fn tag(kind: u64, conn: usize) -> u64 {
+/// The `user_data` of an op of kind `kind` for connection `conn`.
+pub fn tag(kind: u64, conn: usize) -> u64 {
     kind << KIND_SHIFT | conn as u64
+}
+
+/// The (kind, connection) a `user_data` made by [`tag`] names.
+pub fn untag(user_data: u64) -> (u64, usize) {
+    (
+        user_data >> KIND_SHIFT,
+        (user_data & ((1 << KIND_SHIFT) - 1)) as usize,
+    )
+}
+
+/// The ring every bare loop uses: this crate's setup (`SINGLE_ISSUER | DEFER_TASKRUN`, the
+/// taskrun flag, `SUBMIT_ALL`), 4096 SQEs and 16384 CQEs.
+///
+/// # Errors
+///
+/// When the kernel refuses the ring.
+pub fn bare_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .setup_submit_all()
+        .setup_cqsize(16384)
+        .build(4096)
+}
+
+/// One turn of a bare loop's kernel side: queues what fits of `backlog` (the rest waits for the
+/// next turn), submits, and waits for a completion (`EINTR`/`EBUSY` only mean "look again").
+///
+/// # Safety
+///
+/// Every queued SQE's buffers and fds stay valid until its final completion is reaped.
+pub unsafe fn submit_and_wait(
+    submitter: &io_uring::Submitter<'_>,
+    sq: &mut io_uring::SubmissionQueue<'_>,
+    backlog: &mut VecDeque<squeue::Entry>,
+) -> io::Result<()> {
+    while let Some(e) = backlog.front() {
+        // SAFETY: the caller's promise.
+        if unsafe { sq.push(e) }.is_err() {
+            break;
+        }
+        backlog.pop_front();
+    }
+    sq.sync();
+    match submitter.submit_and_wait(1) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 struct Conn {
@@ -134,13 +189,7 @@ impl BufRing {
 ///
 /// When the ring, the buffer ring or the listener cannot be set up, or `io_uring_enter` fails.
 pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .setup_cqsize(16384)
-        .build(4096)?;
+    let mut ring = bare_ring()?;
     let mut bufs = BufRing::new(&ring, buf_size)?;
     let listener = bind(addr)?;
     ready(listener.local_addr()?);
@@ -166,26 +215,13 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
 
     let (submitter, mut sq, mut cq) = ring.split();
     loop {
-        // Queue what fits; the rest waits for the next turn (rare: the SQ is large).
-        while let Some(e) = backlog.front() {
-            // SAFETY: every SQE's buffers live in `bufs.memory` (never freed) and its fd stays
-            // open until its final CQE (a connection is closed only with nothing in flight).
-            if unsafe { sq.push(e) }.is_err() {
-                break;
-            }
-            backlog.pop_front();
-        }
-        sq.sync();
-        match submitter.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
-        }
+        // SAFETY: every SQE's buffers live in `bufs.memory` (never freed) and its fd stays
+        // open until its final CQE (a connection is closed only with nothing in flight).
+        unsafe { submit_and_wait(&submitter, &mut sq, &mut backlog) }?;
         cq.sync();
         for cqe in &mut cq {
             let ud = cqe.user_data();
-            let kind = ud >> KIND_SHIFT;
-            let idx = (ud & ((1 << KIND_SHIFT) - 1)) as usize;
+            let (kind, idx) = untag(ud);
             let res = cqe.result();
             let flags = cqe.flags();
             match kind {

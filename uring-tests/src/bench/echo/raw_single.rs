@@ -5,21 +5,14 @@
 //! runtime's tasks, futures and op table cost; comparing it against `raw.rs` shows what
 //! multishot recv with a provided buffer ring saves.
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
-const KIND_SHIFT: u32 = 56;
-const KIND_ACCEPT: u64 = 1;
-const KIND_RECV: u64 = 2;
-const KIND_SEND: u64 = 3;
-const KIND_CLOSE: u64 = 4;
-
-fn tag(kind: u64, conn: usize) -> u64 {
-    kind << KIND_SHIFT | conn as u64
-}
+use super::raw::{bare_ring, submit_and_wait, tag, untag};
+use super::raw::{KIND_ACCEPT, KIND_CLOSE, KIND_RECV, KIND_SEND};
 
 struct Conn {
     fd: RawFd,
@@ -35,13 +28,7 @@ struct Conn {
 ///
 /// When the ring or the listener cannot be set up, or `io_uring_enter` fails.
 pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) -> io::Result<()> {
-    let ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .setup_cqsize(16384)
-        .build(4096)?;
+    let ring = bare_ring()?;
     let listener = super::raw::bind(addr)?;
     ready(listener.local_addr()?);
     let lfd = listener.as_raw_fd();
@@ -58,26 +45,14 @@ pub fn serve(addr: SocketAddr, buf_size: usize, ready: impl FnOnce(SocketAddr)) 
     let mut ring = ring;
     let (submitter, mut sq, mut cq) = ring.split();
     loop {
-        while let Some(e) = backlog.front() {
-            // SAFETY: every SQE's buffer is its connection's boxed buffer, which is dropped only
-            // after the connection's close completes, when no op of it is in flight; its fd
-            // stays open until then too.
-            if unsafe { sq.push(e) }.is_err() {
-                break;
-            }
-            backlog.pop_front();
-        }
-        sq.sync();
-        match submitter.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
-        }
+        // SAFETY: every SQE's buffer is its connection's boxed buffer, which is dropped only
+        // after the connection's close completes, when no op of it is in flight; its fd stays
+        // open until then too.
+        unsafe { submit_and_wait(&submitter, &mut sq, &mut backlog) }?;
         cq.sync();
         for cqe in &mut cq {
             let ud = cqe.user_data();
-            let kind = ud >> KIND_SHIFT;
-            let idx = (ud & ((1 << KIND_SHIFT) - 1)) as usize;
+            let (kind, idx) = untag(ud);
             let res = cqe.result();
             match kind {
                 KIND_ACCEPT => {

@@ -12,7 +12,9 @@
 //! on top: the ratio raw-ring/raw-epoll bounds what any io_uring runtime can save against tokio
 //! here, since hyper's own work is the same on both.
 
-use io_uring::{opcode, squeue, types, IoUring};
+use crate::bench::echo::raw::{bare_ring, submit_and_wait, tag, untag};
+use crate::bench::echo::raw::{KIND_ACCEPT, KIND_CLOSE, KIND_RECV, KIND_SEND};
+use io_uring::{opcode, squeue, types};
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
@@ -89,29 +91,13 @@ impl Conn {
     }
 }
 
-const KIND_SHIFT: u32 = 56;
-const KIND_ACCEPT: u64 = 1;
-const KIND_RECV: u64 = 2;
-const KIND_SEND: u64 = 3;
-const KIND_CLOSE: u64 = 4;
-
-fn tag(kind: u64, conn: usize) -> u64 {
-    kind << KIND_SHIFT | conn as u64
-}
-
 /// Serves on `listener` with a bare io_uring loop until killed.
 ///
 /// # Errors
 ///
 /// When the ring cannot be set up or `io_uring_enter` fails.
 pub fn serve_ring(listener: TcpListener) -> io::Result<()> {
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .setup_cqsize(16384)
-        .build(4096)?;
+    let mut ring = bare_ring()?;
     let lfd = listener.as_raw_fd();
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
@@ -137,26 +123,15 @@ pub fn serve_ring(listener: TcpListener) -> io::Result<()> {
     backlog.push_back(accept());
     let (submitter, mut sq, mut cq) = ring.split();
     loop {
-        while let Some(e) = backlog.front() {
-            // SAFETY: (a benchmark peer, outside the crate's invariants) every SQE's buffer is
-            // its connection's boxed recv buffer or its `out` vector, neither touched while the
-            // op using it is in flight (one op per connection at a time), and a connection is
-            // dropped only after its close completes; its fd stays open until then.
-            if unsafe { sq.push(e) }.is_err() {
-                break;
-            }
-            backlog.pop_front();
-        }
-        sq.sync();
-        match submitter.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
-        }
+        // SAFETY: (a benchmark peer, outside the crate's invariants) every SQE's buffer is
+        // its connection's boxed recv buffer or its `out` vector, neither touched while the op
+        // using it is in flight (one op per connection at a time), and a connection is dropped
+        // only after its close completes; its fd stays open until then.
+        unsafe { submit_and_wait(&submitter, &mut sq, &mut backlog) }?;
         cq.sync();
         for cqe in &mut cq {
             let ud = cqe.user_data();
-            let (kind, i) = (ud >> KIND_SHIFT, (ud & ((1 << KIND_SHIFT) - 1)) as usize);
+            let (kind, i) = untag(ud);
             let res = cqe.result();
             match kind {
                 KIND_ACCEPT => {
