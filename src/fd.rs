@@ -24,6 +24,9 @@ pub(crate) struct SharedFd(Rc<FdInner>);
 struct FdInner {
     fd: RawFd,
     fixed: RefCell<Fixed>,
+    /// Opened with `O_DIRECT`: its reads and writes wait on the device, so they are handed to
+    /// the kernel as soon as they are queued (see [`SharedFd::submits_at_once`]).
+    direct: bool,
 }
 
 /// Whether the fd also sits in a ring's registered-file table, so that reads and writes can
@@ -84,16 +87,29 @@ impl SharedFd {
         SharedFd(Rc::new(FdInner {
             fd,
             fixed: RefCell::new(Fixed::Never),
+            direct: false,
         }))
     }
 
     /// Takes ownership of `fd`, an open regular file whose reads and writes may use a slot in the
-    /// ring's registered-file table (see [`SharedFd::target`]).
-    pub(crate) fn new_file(fd: RawFd) -> SharedFd {
+    /// ring's registered-file table (see [`SharedFd::target`]); `status_flags` are its
+    /// `F_GETFL` flags (or the flags it was opened with).
+    pub(crate) fn new_file(fd: RawFd, status_flags: i32) -> SharedFd {
         SharedFd(Rc::new(FdInner {
             fd,
             fixed: RefCell::new(Fixed::Unregistered { ops: 0 }),
+            direct: status_flags & libc::O_DIRECT != 0,
         }))
+    }
+
+    /// Whether a read or write of this fd should reach the kernel when it is queued rather
+    /// than with the rest of the loop turn's SQEs: true for a file opened with `O_DIRECT`,
+    /// whose ops wait on the device. A device started on each request as it comes keeps more of
+    /// them in flight than one handed a batch per turn (docs/architecture.md, "When SQEs reach
+    /// the kernel"). A flag changed later with `fcntl(F_SETFL)` is not seen: only the timing of
+    /// the submission depends on it.
+    pub(crate) fn submits_at_once(&self) -> bool {
+        self.0.direct
     }
 
     /// How a read or write SQE submitted now, on the current runtime, should name this fd: by its

@@ -277,6 +277,20 @@ impl Driver {
         Ok(user_data)
     }
 
+    /// Hands the queued SQEs to the kernel now, without reaping or waiting (one
+    /// `io_uring_enter`), for an op that should not wait for the end of the loop turn
+    /// (`OpCode::submits_at_once`). A failure is left to the loop: the SQEs stay
+    /// queued and the next turn submits them and reports what it must.
+    pub(crate) fn submit_queued(&mut self) {
+        self.flush_backlog();
+        if self.ring.submission().is_empty() {
+            return;
+        }
+        self.stats.enters += 1;
+        // EBUSY, EAGAIN or EINTR: the SQEs stay in the queue for the turn.
+        let _ = self.ring.submit();
+    }
+
     /// Queues an SQE: in the submission queue, or in the backlog when it is full. Never enters the
     /// kernel and never reaps, so it is safe to call from inside an op's poll or drop.
     fn push(&mut self, entry: squeue::Entry) {

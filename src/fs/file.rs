@@ -83,9 +83,9 @@ impl File {
     ///
     /// If the mode cannot be read or changed (`fcntl(2)`).
     pub fn from_std(file: std::fs::File) -> io::Result<File> {
-        set_blocking(&file)?;
+        let flags = set_blocking(&file)?;
         Ok(File {
-            fd: SharedFd::new_file(file.into_raw_fd()),
+            fd: SharedFd::new_file(file.into_raw_fd(), flags),
         })
     }
 
@@ -273,15 +273,15 @@ impl From<std::fs::File> for File {
     /// As [`File::from_std`], for a file known to be in blocking mode (a failure to check the
     /// mode is ignored).
     fn from(file: std::fs::File) -> File {
-        let _ = set_blocking(&file);
+        let flags = set_blocking(&file).unwrap_or(0);
         File {
-            fd: SharedFd::new_file(file.into_raw_fd()),
+            fd: SharedFd::new_file(file.into_raw_fd(), flags),
         }
     }
 }
 
-/// Clears `O_NONBLOCK` on `file` if it is set.
-fn set_blocking(file: &std::fs::File) -> io::Result<()> {
+/// Clears `O_NONBLOCK` on `file` if it is set; returns the file's status flags (`F_GETFL`).
+fn set_blocking(file: &std::fs::File) -> io::Result<i32> {
     let fd = file.as_raw_fd();
     // SAFETY: INV-ffi: F_GETFL on an fd `file` keeps open; no memory is passed.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -294,7 +294,7 @@ fn set_blocking(file: &std::fs::File) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok(flags & !libc::O_NONBLOCK)
 }
 
 /// Positions are `i64` (`loff_t`) for the kernel, and `-1` means "the file's cursor": a

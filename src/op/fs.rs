@@ -64,7 +64,7 @@ unsafe impl OpCode for OpenAt {
 /// Opens `path` (relative to the working directory) and returns the new fd, owned.
 pub(crate) async fn open(path: CString, flags: i32, mode: libc::mode_t) -> io::Result<SharedFd> {
     let (c, _) = Op::new(OpenAt { path, flags, mode }).await;
-    cqe_result(c).map(|fd| SharedFd::new_file(fd as RawFd))
+    cqe_result(c).map(|fd| SharedFd::new_file(fd as RawFd, flags))
 }
 
 struct Statx {

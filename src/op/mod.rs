@@ -49,6 +49,13 @@ pub(crate) unsafe trait OpCode: 'static {
     /// before submission.
     fn create_entry(&mut self) -> squeue::Entry;
 
+    /// Whether the SQE should reach the kernel as soon as it is queued instead of with the rest
+    /// of the loop turn's: for ops that wait on a device (`O_DIRECT` file I/O), which then
+    /// starts on each as it comes (docs/architecture.md, "When SQEs reach the kernel").
+    fn submits_at_once(&self) -> bool {
+        false
+    }
+
     /// The op's future was dropped while the kernel of `runtime` holds the op: from now on its
     /// completions go to [`OpCode::unclaimed`].
     fn abandoned(&mut self, _runtime: &Rc<RuntimeState>) {}
@@ -94,11 +101,15 @@ const CANCELLED: Completion = Completion {
 fn submit<T: OpCode>(data: &mut T, cx: &Context<'_>) -> Option<Stage> {
     let state = context::current();
     let entry = data.create_entry();
-    let submitted =
-        state
-            .driver
-            .borrow_mut()
-            .submit(entry, cx.waker().clone(), T::CANCELLABLE, T::QUEUE_LIMIT);
+    let at_once = data.submits_at_once();
+    let submitted = {
+        let mut driver = state.driver.borrow_mut();
+        let submitted = driver.submit(entry, cx.waker().clone(), T::CANCELLABLE, T::QUEUE_LIMIT);
+        if at_once && submitted.is_ok() {
+            driver.submit_queued();
+        }
+        submitted
+    };
     submitted
         .ok()
         .map(|user_data| Stage::Submitted { state, user_data })

@@ -24,6 +24,10 @@ struct Read<B> {
 // `fd` (by number or registered slot), held by `self` (INV-fd); a registered buffer's slot is
 // named only while `self` owns the buffer, on the ring that holds it (INV-fixedbuf).
 unsafe impl<B: IoBufMut> OpCode for Read<B> {
+    fn submits_at_once(&self) -> bool {
+        self.fd.submits_at_once()
+    }
+
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_total().min(MAX_LEN) as u32;
         let target = self.fd.target();
@@ -78,6 +82,10 @@ struct Write<B> {
 // names `fd` (by number or registered slot), held by `self` (INV-fd); a registered buffer's
 // slot is named only while `self` owns the buffer, on the ring that holds it (INV-fixedbuf).
 unsafe impl<B: IoBuf> OpCode for Write<B> {
+    fn submits_at_once(&self) -> bool {
+        self.fd.submits_at_once()
+    }
+
     fn create_entry(&mut self) -> squeue::Entry {
         let len = self.buf.bytes_init().min(MAX_LEN) as u32;
         let target = self.fd.target();
@@ -115,6 +123,10 @@ struct Readv<B> {
 // SAFETY: the iovecs live in a heap Vec owned by `self` and point into the buffers' stable
 // memory (INV-heap); `fd` (named by number or registered slot) is held by `self` (INV-fd).
 unsafe impl<B: IoBufMut> OpCode for Readv<B> {
+    fn submits_at_once(&self) -> bool {
+        self.fd.submits_at_once()
+    }
+
     fn create_entry(&mut self) -> squeue::Entry {
         self.iovecs = iovecs_to_fill(&mut self.bufs);
         let target = self.fd.target();
@@ -161,6 +173,10 @@ struct Writev<B> {
 // initialized memory (INV-heap); `fd` (named by number or registered slot) is held by `self`
 // (INV-fd).
 unsafe impl<B: IoBuf> OpCode for Writev<B> {
+    fn submits_at_once(&self) -> bool {
+        self.fd.submits_at_once()
+    }
+
     fn create_entry(&mut self) -> squeue::Entry {
         self.iovecs = iovecs_to_send(&self.bufs);
         let target = self.fd.target();

@@ -22,6 +22,7 @@
 //!   `File`. uring (QD futures): one task keeping QD op futures in flight.
 //! * bare io_uring loop: the `io-uring` crate with no runtime, same ring flags; and the same with
 //!   a registered file and registered buffers (`READ_FIXED`). What the kernel allows a runtime.
+//!   For `O_DIRECT` it hands each SQE to the kernel when made, as uring and fio do there.
 //! * tokio::fs: QD tasks on a current-thread runtime, each with its own `tokio::fs::File`
 //!   doing `seek` + `read_exact` (what tokio::fs offers; both hop to the blocking pool). Not
 //!   possible with `O_DIRECT` (tokio's internal buffer is not aligned).
