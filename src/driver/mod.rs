@@ -360,22 +360,17 @@ impl Driver {
                 crate::waker::store(waker, cx);
                 Poll::Pending
             }
-            State::Streaming {
-                waker,
-                queue,
-                ended,
-                ..
-            } => {
-                if let Some(c) = queue.pop_front() {
-                    if *ended && queue.is_empty() {
+            State::Streaming(stream) => {
+                if let Some(c) = stream.queue.pop_front() {
+                    if stream.ended && stream.queue.is_empty() {
                         self.slots.remove(user_data.key());
                     }
                     Poll::Ready(Some(c))
-                } else if *ended {
+                } else if stream.ended {
                     self.slots.remove(user_data.key());
                     Poll::Ready(None)
                 } else {
-                    crate::waker::store(waker, cx);
+                    crate::waker::store(&mut stream.waker, cx);
                     Poll::Pending
                 }
             }

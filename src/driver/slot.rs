@@ -56,16 +56,20 @@ pub(crate) enum State {
     Waiting(Option<Waker>),
     /// A single-shot op's final completion, not yet taken by its future.
     Completed(Completion),
-    /// A multishot op's completions, in order; `ended` once the final one arrived, `stopping`
-    /// once the queue reached its limit and the driver was told to cancel the op.
-    Streaming {
-        waker: Option<Waker>,
-        queue: VecDeque<Completion>,
-        ended: bool,
-        stopping: bool,
-    },
+    /// A multishot op's completions. Boxed: only multishot ops get here, and every single-shot
+    /// op's slot is smaller for it (the slab moves a slot in and out once per op).
+    Streaming(Box<Stream>),
     /// The future was dropped while the kernel still holds the op.
     Abandoned(Orphan),
+}
+
+/// A multishot op's completions, in order; `ended` once the final one arrived, `stopping` once
+/// the queue reached its limit and the driver was told to cancel the op.
+pub(crate) struct Stream {
+    pub waker: Option<Waker>,
+    pub queue: VecDeque<Completion>,
+    pub ended: bool,
+    pub stopping: bool,
 }
 
 /// What the driver must do after a completion was recorded.
@@ -94,32 +98,31 @@ impl State {
     /// Records one completion. A multishot op's queue of completions holds at most
     /// `queue_limit` before the driver is asked to stop the op (0: no limit).
     pub fn complete(&mut self, c: Completion, queue_limit: usize) -> Event {
+        // The common case, a single-shot op's one completion: the waker moves out of the old
+        // state, so there is nothing left to drop.
+        if !c.has_more() && matches!(self, State::Waiting(_)) {
+            let State::Waiting(waker) = std::mem::replace(self, State::Completed(c)) else {
+                unreachable!("the state was just matched as waiting")
+            };
+            return Event::Wake(waker);
+        }
         match self {
             State::Waiting(waker) => {
                 let waker = waker.take();
-                if c.has_more() {
-                    let mut queue = VecDeque::with_capacity(4);
-                    queue.push_back(c);
-                    *self = State::Streaming {
-                        waker: None,
-                        queue,
-                        ended: false,
-                        stopping: false,
-                    };
-                    return Self::after_push(self, waker, queue_limit);
-                }
-                *self = State::Completed(c);
-                Event::Wake(waker)
-            }
-            State::Streaming {
-                waker,
-                queue,
-                ended,
-                ..
-            } => {
+                let mut queue = VecDeque::with_capacity(4);
                 queue.push_back(c);
-                *ended = !c.has_more();
-                let waker = waker.take();
+                *self = State::Streaming(Box::new(Stream {
+                    waker: None,
+                    queue,
+                    ended: false,
+                    stopping: false,
+                }));
+                Self::after_push(self, waker, queue_limit)
+            }
+            State::Streaming(stream) => {
+                stream.queue.push_back(c);
+                stream.ended = !c.has_more();
+                let waker = stream.waker.take();
                 Self::after_push(self, waker, queue_limit)
             }
             State::Abandoned(orphan) => {
@@ -139,15 +142,13 @@ impl State {
 
     /// After a multishot completion was queued: whether the queue is now full.
     fn after_push(&mut self, waker: Option<Waker>, queue_limit: usize) -> Event {
-        if let State::Streaming {
-            queue,
-            ended: false,
-            stopping,
-            ..
-        } = self
-        {
-            if queue_limit > 0 && queue.len() >= queue_limit && !*stopping {
-                *stopping = true;
+        if let State::Streaming(stream) = self {
+            if !stream.ended
+                && queue_limit > 0
+                && stream.queue.len() >= queue_limit
+                && !stream.stopping
+            {
+                stream.stopping = true;
                 return Event::WakeAndStop(waker);
             }
         }
@@ -162,11 +163,11 @@ impl State {
                 *self = State::Abandoned(orphan);
                 Abandon::Cancel
             }
-            State::Streaming { queue, ended, .. } => {
-                for c in queue {
+            State::Streaming(stream) => {
+                for c in stream.queue {
                     orphan.data.completion(c);
                 }
-                if ended {
+                if stream.ended {
                     Abandon::Free(orphan)
                 } else {
                     *self = State::Abandoned(orphan);
@@ -183,10 +184,8 @@ impl State {
 
     /// Whether the kernel may still post completions for this op.
     pub fn in_kernel(&self) -> bool {
-        matches!(
-            self,
-            State::Waiting(_) | State::Abandoned(_) | State::Streaming { ended: false, .. }
-        )
+        matches!(self, State::Waiting(_) | State::Abandoned(_))
+            || matches!(self, State::Streaming(stream) if !stream.ended)
     }
 }
 
@@ -260,9 +259,9 @@ mod tests {
         s.complete(MORE, 0);
         s.complete(DONE, 0);
         match &s {
-            State::Streaming { queue, ended, .. } => {
-                assert!(*ended);
-                assert_eq!(queue.len(), 3);
+            State::Streaming(stream) => {
+                assert!(stream.ended);
+                assert_eq!(stream.queue.len(), 3);
             }
             _ => panic!("expected streaming"),
         }
@@ -325,9 +324,9 @@ mod tests {
         };
         assert!(matches!(s.complete(cancelled, 3), Event::Wake(_)));
         match &s {
-            State::Streaming { queue, ended, .. } => {
-                assert_eq!(queue.len(), 5);
-                assert!(*ended);
+            State::Streaming(stream) => {
+                assert_eq!(stream.queue.len(), 5);
+                assert!(stream.ended);
             }
             _ => panic!("expected streaming"),
         }

@@ -299,6 +299,7 @@ fn set_blocking(file: &std::fs::File) -> io::Result<i32> {
 
 /// Positions are `i64` (`loff_t`) for the kernel, and `-1` means "the file's cursor": a
 /// positional method must never pass one beyond `i64::MAX`.
+#[inline]
 fn check_pos(pos: u64) -> io::Result<()> {
     if pos > i64::MAX as u64 {
         return Err(io::Error::new(

@@ -169,7 +169,11 @@ impl<T: OpCode> Future for Op<T> {
 
 impl<T: OpCode> Drop for Op<T> {
     fn drop(&mut self) {
-        abandon(&self.stage, self.data.take());
+        // Checked here, not only in `abandon`: most ops drop after they completed, and then
+        // there is nothing to move out of `data`.
+        if matches!(self.stage, Stage::Submitted { .. }) {
+            abandon(&self.stage, self.data.take());
+        }
     }
 }
 
@@ -236,7 +240,9 @@ impl<T: OpCode> MultiOp<T> {
 
 impl<T: OpCode> Drop for MultiOp<T> {
     fn drop(&mut self) {
-        abandon(&self.stage, self.data.take());
+        if matches!(self.stage, Stage::Submitted { .. }) {
+            abandon(&self.stage, self.data.take());
+        }
     }
 }
 
