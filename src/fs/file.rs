@@ -6,6 +6,7 @@ use crate::fs::{Metadata, OpenOptions};
 use crate::io::{until_done, Short, SpliceEnd, SpliceSink, SpliceSource};
 use crate::op::{fs as op, rw};
 use crate::BufResult;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, RawFd};
 use std::path::Path;
@@ -114,22 +115,34 @@ impl File {
     /// the file, which is not an error.
     ///
     /// A `pos` beyond `i64::MAX` is `InvalidInput` (the kernel reads `-1` as "the cursor").
-    pub async fn read_at<B: IoBufMut>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        if let Err(e) = check_pos(pos) {
-            return (Err(e), buf);
+    ///
+    /// The future holds its own handle on the file (it does not borrow `self`).
+    pub fn read_at<B: IoBufMut>(
+        &self,
+        buf: B,
+        pos: u64,
+    ) -> impl Future<Output = BufResult<usize, B>> + 'static {
+        match check_pos(pos) {
+            Ok(()) => rw::read(&self.fd, buf, pos),
+            Err(e) => rw::ReadFuture::refused(e, buf),
         }
-        rw::read(&self.fd, buf, pos).await
     }
 
     /// Writes the buffer's initialized bytes at file offset `pos` (`IORING_OP_WRITE`); returns
     /// how many were written, possibly fewer.
     ///
     /// A `pos` beyond `i64::MAX` is `InvalidInput`.
-    pub async fn write_at<B: IoBuf>(&self, buf: B, pos: u64) -> BufResult<usize, B> {
-        if let Err(e) = check_pos(pos) {
-            return (Err(e), buf);
+    ///
+    /// The future holds its own handle on the file (it does not borrow `self`).
+    pub fn write_at<B: IoBuf>(
+        &self,
+        buf: B,
+        pos: u64,
+    ) -> impl Future<Output = BufResult<usize, B>> + 'static {
+        match check_pos(pos) {
+            Ok(()) => rw::write(&self.fd, buf, pos),
+            Err(e) => rw::WriteFuture::refused(e, buf),
         }
-        rw::write(&self.fd, buf, pos).await
     }
 
     /// Reads into the buffers in order from offset `pos` (`IORING_OP_READV`), each filled up to

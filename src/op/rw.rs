@@ -10,6 +10,10 @@ use crate::fd::SharedFd;
 use crate::op::{cqe_result, Op, OpCode};
 use crate::BufResult;
 use io_uring::{opcode, squeue};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 /// Largest transfer one SQE can describe.
 const MAX_LEN: usize = u32::MAX as usize;
@@ -46,15 +50,53 @@ unsafe impl<B: IoBufMut> OpCode for Read<B> {
 
 /// Reads into `buf` from its start up to its capacity; the buffer's initialized length then
 /// covers the bytes read.
-pub(crate) async fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> BufResult<usize, B> {
-    let (c, op) = Op::new(Read {
+pub(crate) fn read<B: IoBufMut>(fd: &SharedFd, buf: B, offset: u64) -> ReadFuture<B> {
+    ReadFuture(Step::Op(Op::new(Read {
         fd: fd.clone(),
         buf,
         offset,
-    })
-    .await;
-    // SAFETY: INV-init: `c` is the completion of this read into `op.buf`, from its start.
-    unsafe { filled(c, op.buf) }
+    })))
+}
+
+/// A read or a write as one future over its op, rather than an `async fn` around it: the
+/// hottest path of the file API, where every layer of state machine costs instructions on each
+/// poll and moves the buffer once more on the way out.
+enum Step<T: OpCode, B> {
+    Op(Op<T>),
+    /// Refused before submission (a bad position): the error and the buffer, once.
+    Refused(Option<(io::Error, B)>),
+}
+
+// `B` is never pinned: it moves out whole (`Op<T>` is `Unpin` already).
+impl<T: OpCode, B> Unpin for Step<T, B> {}
+
+/// The future of [`read`] (or of a read refused before submission): the result and the buffer.
+pub(crate) struct ReadFuture<B: IoBufMut>(Step<Read<B>, B>);
+
+impl<B: IoBufMut> ReadFuture<B> {
+    /// A read that fails with `e` without reaching the kernel.
+    pub(crate) fn refused(e: io::Error, buf: B) -> ReadFuture<B> {
+        ReadFuture(Step::Refused(Some((e, buf))))
+    }
+}
+
+impl<B: IoBufMut> Future for ReadFuture<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            Step::Op(op) => {
+                let (c, op) = ready!(Pin::new(op).poll(cx));
+                // SAFETY: INV-init: `c` is the completion of this read into `op.buf`, from its
+                // start.
+                Poll::Ready(unsafe { filled(c, op.buf) })
+            }
+            Step::Refused(r) => {
+                let (e, buf) = r.take().expect("read polled after completion");
+                Poll::Ready((Err(e), buf))
+            }
+        }
+    }
 }
 
 /// A read's completion as its result: `n` bytes read make the buffer's first `n` bytes
@@ -103,14 +145,40 @@ unsafe impl<B: IoBuf> OpCode for Write<B> {
 }
 
 /// Writes the buffer's initialized bytes; returns how many the kernel took (maybe fewer).
-pub(crate) async fn write<B: IoBuf>(fd: &SharedFd, buf: B, offset: u64) -> BufResult<usize, B> {
-    let (c, op) = Op::new(Write {
+pub(crate) fn write<B: IoBuf>(fd: &SharedFd, buf: B, offset: u64) -> WriteFuture<B> {
+    WriteFuture(Step::Op(Op::new(Write {
         fd: fd.clone(),
         buf,
         offset,
-    })
-    .await;
-    (cqe_result(c).map(|n| n as usize), op.buf)
+    })))
+}
+
+/// The future of [`write`] (or of a write refused before submission): the result and the
+/// buffer.
+pub(crate) struct WriteFuture<B: IoBuf>(Step<Write<B>, B>);
+
+impl<B: IoBuf> WriteFuture<B> {
+    /// A write that fails with `e` without reaching the kernel.
+    pub(crate) fn refused(e: io::Error, buf: B) -> WriteFuture<B> {
+        WriteFuture(Step::Refused(Some((e, buf))))
+    }
+}
+
+impl<B: IoBuf> Future for WriteFuture<B> {
+    type Output = BufResult<usize, B>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            Step::Op(op) => {
+                let (c, op) = ready!(Pin::new(op).poll(cx));
+                Poll::Ready((cqe_result(c).map(|n| n as usize), op.buf))
+            }
+            Step::Refused(r) => {
+                let (e, buf) = r.take().expect("write polled after completion");
+                Poll::Ready((Err(e), buf))
+            }
+        }
+    }
 }
 
 struct Readv<B> {
