@@ -130,8 +130,9 @@ impl Conn {
         }
     }
 
-    pub(crate) async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        op::send(self.socket.fd(), buf).await
+    /// A send of the buffer's initialized bytes, as one future that owns what it needs.
+    pub(crate) fn write<B: IoBuf>(&self, buf: B) -> op::SendOp<B> {
+        op::SendOp::new(self.socket.fd().clone(), buf)
     }
 
     pub(crate) async fn writev<B: IoBuf>(&self, bufs: Vec<B>) -> BufResult<usize, Vec<B>> {

@@ -215,8 +215,10 @@ impl<F: Family> OwnedWriteHalf<F> {
 impl<F: Family, S: Reads> Stream<F, S> {
     /// Reads into `buf` from its start up to its capacity; returns how many bytes arrived, 0 at
     /// end of stream. Cancel-safe: see [`Stream`].
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
-        self.conn.read(buf).await
+    ///
+    /// The future holds its own handle on the socket (it does not borrow `self`).
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + 'static {
+        self.conn.read(buf)
     }
 
     /// Reads until `buf` is full (its capacity); [`io::ErrorKind::UnexpectedEof`] if the stream
@@ -269,8 +271,10 @@ impl<F: Family, S: Reads> Stream<F, S> {
 
 impl<F: Family, S: Writes> Stream<F, S> {
     /// Writes the buffer's initialized bytes; returns how many were taken (maybe fewer).
-    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
-        self.conn.write(buf).await
+    ///
+    /// The future holds its own handle on the socket (it does not borrow `self`).
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + 'static {
+        self.conn.write(buf)
     }
 
     /// Writes all of the buffer's initialized bytes, looping over short writes;
