@@ -119,12 +119,13 @@ impl SharedFd {
     ///
     /// The op must hold a clone of `self` until its final CQE (INV-fd): that keeps the slot
     /// taken while the kernel may look at it.
+    #[inline]
     pub(crate) fn target(&self) -> Target {
         let plain = Target {
             fd: types::Fd(self.0.fd),
             flags: squeue::Flags::empty(),
         };
-        let mut fixed = self.0.fixed.borrow_mut();
+        let fixed = self.0.fixed.borrow();
         match &*fixed {
             Fixed::Never | Fixed::Failed => plain,
             Fixed::Registered(s) => {
@@ -142,6 +143,19 @@ impl SharedFd {
                     plain
                 }
             }
+            Fixed::Unregistered { .. } => {
+                drop(fixed);
+                self.unregistered_target(plain)
+            }
+        }
+    }
+
+    /// [`SharedFd::target`] for a file not registered yet: counts the op, and registers the
+    /// file once it has done `REGISTER_AFTER_OPS`. Out of line: it runs 16 times per file.
+    #[cold]
+    fn unregistered_target(&self, plain: Target) -> Target {
+        let mut fixed = self.0.fixed.borrow_mut();
+        match &*fixed {
             Fixed::Unregistered { ops } if *ops < REGISTER_AFTER_OPS => {
                 *fixed = Fixed::Unregistered { ops: *ops + 1 };
                 plain
@@ -172,6 +186,7 @@ impl SharedFd {
                     }
                 }
             }
+            _ => plain,
         }
     }
 

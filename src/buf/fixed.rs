@@ -253,6 +253,7 @@ impl fmt::Debug for FixedBufPool {
 
 /// Whether `runtime` is the one running on this thread. A runtime that is gone is not, even if
 /// the current one was allocated at its address.
+#[inline]
 fn is_current(runtime: &Weak<RuntimeState>) -> bool {
     runtime.strong_count() > 0
         && context::with_current(|c| c.is_some_and(|c| std::ptr::eq(c, runtime.as_ptr())))
@@ -516,15 +517,19 @@ impl fmt::Debug for FixedBuf {
 // which does not move and stays allocated while this `FixedBuf` (holding the pool) lives; its
 // first `len` bytes (indeed all of it) are initialized, and `len <= capacity`.
 unsafe impl super::IoBuf for FixedBuf {
+    #[inline]
     fn stable_ptr(&self) -> *const u8 {
         self.pool.ptr(self.index)
     }
+    #[inline]
     fn bytes_init(&self) -> usize {
         self.len
     }
+    #[inline]
     fn bytes_total(&self) -> usize {
         self.pool.size
     }
+    #[inline]
     fn fixed_index(&self) -> Option<u16> {
         let r = self.pool.registered.as_ref()?;
         // Only the ring that holds the table knows the slot (INV-fixedbuf).
@@ -537,9 +542,11 @@ unsafe impl super::IoBuf for FixedBuf {
 // SAFETY: INV-heap and INV-fixedbuf: the same memory as `stable_ptr`, written by the kernel
 // only while an op owns this buffer; `set_init` only grows `len` within the capacity.
 unsafe impl super::IoBufMut for FixedBuf {
+    #[inline]
     fn stable_mut_ptr(&mut self) -> *mut u8 {
         self.pool.ptr(self.index)
     }
+    #[inline]
     unsafe fn set_init(&mut self, pos: usize) {
         self.len = self.len.max(pos.min(self.pool.size));
     }

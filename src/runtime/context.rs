@@ -13,6 +13,7 @@ thread_local! {
 }
 
 /// Runs `f` with the state of the runtime running on this thread, if there is one.
+#[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RuntimeState>) -> R) -> R {
     let ptr = CURRENT.with(|c| c.get());
     // SAFETY: INV-context: a non-null CURRENT points to a RuntimeState kept alive by the `Enter`
@@ -26,6 +27,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&RuntimeState>) -> R) -> R {
 /// # Panics
 ///
 /// Outside a runtime.
+#[inline]
 pub(crate) fn current() -> Rc<RuntimeState> {
     try_current().unwrap_or_else(|| {
         panic!(
@@ -36,6 +38,7 @@ pub(crate) fn current() -> Rc<RuntimeState> {
 }
 
 /// The state of the runtime running on this thread, counted, if there is one.
+#[inline]
 pub(crate) fn try_current() -> Option<Rc<RuntimeState>> {
     let ptr = CURRENT.with(|c| c.get());
     if ptr.is_null() {
