@@ -477,11 +477,15 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
         }
         let mut peers = Vec::new();
         let mut uring_ops = f64::NAN;
+        let fixed = engines
+            .iter()
+            .position(|(name, _, _)| *name == FIXED_ENGINE);
         for (i, (engine, column, _)) in engines.iter().enumerate() {
             let ok: Vec<Sample> = samples[i].iter().flatten().copied().collect();
             let cells = if ok.is_empty() {
                 vec![
                     "failed".into(),
+                    "-".into(),
                     "-".into(),
                     "-".into(),
                     "-".into(),
@@ -492,14 +496,15 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
                 let mut cpu: Vec<f64> = ok.iter().map(|x| x.ops_per_cpu_sec).collect();
                 // Ratios pair uring's round with this engine's same round (run back to back),
                 // then take the median: steadier than a ratio of medians on a noisy machine.
-                let paired = |f: fn(&Sample) -> f64| {
-                    let mut rs: Vec<f64> = samples[0]
+                let paired_with = |u: usize, f: fn(&Sample) -> f64| {
+                    let mut rs: Vec<f64> = samples[u]
                         .iter()
                         .zip(&samples[i])
                         .filter_map(|(u, x)| Some(f(u.as_ref()?) / f(x.as_ref()?)))
                         .collect();
                     median(&mut rs)
                 };
+                let paired = |f: fn(&Sample) -> f64| paired_with(0, f);
                 let median_ops = median(&mut ops);
                 let ratio = paired(|x| x.ops_per_sec);
                 match column {
@@ -514,6 +519,10 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
                     format!("{:.0}", median(&mut cpu)),
                     format!("{ratio:.2}x"),
                     format!("{:.2}x", paired(|x| x.ops_per_cpu_sec)),
+                    match fixed {
+                        Some(k) => format!("{:.2}x", paired_with(k, |x| x.ops_per_sec)),
+                        None => "-".into(),
+                    },
                 ]
             };
             // The engines' names say "read"; for the write workload they write.
@@ -538,10 +547,7 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
             peers,
         });
         // The same comparison with uring's registered buffers as uring's figure.
-        if let Some(k) = engines
-            .iter()
-            .position(|(name, _, _)| *name == FIXED_ENGINE)
-        {
+        if let Some(k) = fixed {
             let ops_of = |i: usize| {
                 let mut v: Vec<f64> = samples[i].iter().flatten().map(|x| x.ops_per_sec).collect();
                 median(&mut v)
@@ -574,7 +580,7 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
     }
     print_table(
         &format!(
-            "fs: {} MiB file, {} x {:.1} s rounds (median); uring/this = median over rounds of uring's figure / the row's in the same round",
+            "fs: {} MiB file, {} x {:.1} s rounds (median); uring/this = median over rounds of uring's figure / the row's in the same round (fixed/this: uring with FixedBufPool's)",
             cfg.size >> 20,
             cfg.rounds,
             cfg.secs
@@ -587,6 +593,7 @@ pub fn run_config(cfg: &Config) -> Vec<SummaryRow> {
             "IOPS per CPU-s",
             "uring/this IOPS",
             "uring/this per CPU",
+            "fixed/this IOPS",
         ],
         &rows,
     );
