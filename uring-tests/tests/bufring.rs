@@ -5,21 +5,32 @@
 //! (this kernel's), single-shot receives with buffer select (what a 5.19 kernel gets) and an
 //! unregistered ring (before 5.19).
 //!
-//! valgrind: the ring's memory is zeroed at allocation (valgrind cannot see the kernel's
-//! writes), and transfers shrink under `URING_VALGRIND`:
+//! The peers that send (and check an echo) are tasks on the test's runtime, not threads:
+//! valgrind before 3.23 keeps its lock, which lets one thread run at a time, while a thread
+//! waits in `io_uring_enter`, so a peer thread could never run while the runtime waited for its
+//! bytes (the whole process froze). With every peer on the runtime, only the kernel has to
+//! move for the test to go on.
+//!
+//! valgrind: the ring's memory is zeroed at allocation and every buffer a read fills is zeroed
+//! first (valgrind cannot see the kernel's writes), and transfers shrink under
+//! `URING_VALGRIND`; `.ci/run` runs it so:
 //!
 //! ```text
 //! URING_VALGRIND=1 valgrind --error-exitcode=1 --leak-check=full \
 //!     --errors-for-leak-kinds=definite target/debug/deps/bufring-HASH --test-threads=1
 //! ```
 
-use std::io::{self, Read, Write};
+use std::cell::Cell;
+use std::io::{self, Write};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 use uring::buf::{BufRing, RingBuf};
+use uring::io::AsyncWriteOwned;
 use uring::net::{RecvMultishot, TcpStream, UnixStream};
+use uring::task::JoinHandle;
 use uring::time::sleep;
-use uring_tests::net::{stream_byte, tcp_pair_with_std};
-use uring_tests::{run_watched, scaled, under_valgrind};
+use uring_tests::net::{stream_byte, tcp_pair, tcp_pair_with_std};
+use uring_tests::{run_watched, scaled, under_valgrind, zeroed_buf};
 
 const LIMIT: Duration = Duration::from_secs(600);
 
@@ -87,17 +98,19 @@ fn bytes(from: usize, len: usize) -> Vec<u8> {
     (from..from + len).map(stream_byte).collect()
 }
 
-/// Sends `total` bytes of the stream pattern on a thread, in 256 KiB writes, then closes.
-fn send_on_thread(mut w: impl Write + Send + 'static, total: usize) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+/// Sends `total` bytes of the stream pattern from a task on this runtime, in 256 KiB writes,
+/// then shuts the writing down (a task, not a thread: see the top of the file).
+fn send_on_task(w: impl AsyncWriteOwned + 'static, total: usize) -> JoinHandle<()> {
+    uring::spawn(async move {
         let mut at = 0;
         while at < total {
             let n = (total - at).min(256 << 10);
-            if w.write_all(&bytes(at, n)).is_err() {
+            if w.write_all(bytes(at, n)).await.0.is_err() {
                 return;
             }
             at += n;
         }
+        let _ = w.shutdown_write().await;
     })
 }
 
@@ -204,23 +217,33 @@ fn echo_64_mib_through_a_ring_smaller_than_the_data_in_flight() {
         run_watched(LIMIT, move || async move {
             let total = scaled(64 << 20);
             let ring = ring(mode, 4, 4096);
-            let (s, peer) = tcp_pair_with_std();
-            let mut peer_reader = peer.try_clone().unwrap();
-            let sender = send_on_thread(peer, total);
-            let checker = std::thread::spawn(move || {
-                let mut at = 0;
-                let mut buf = vec![0u8; 1 << 16];
-                while at < total {
-                    let n = peer_reader.read(&mut buf).unwrap();
-                    assert!(n > 0, "echo ended at {at} of {total}");
-                    check(&buf[..n], &mut at);
+            let (s, peer) = tcp_pair().await;
+            let (peer_reader, peer_writer) = peer.into_split();
+            let sender = send_on_task(peer_writer, total);
+            // The checker's reads are RECVs too: counted, to leave them out of the stream's.
+            let checker_recvs = Rc::new(Cell::new(0u64));
+            let checker = uring::spawn({
+                let checker_recvs = checker_recvs.clone();
+                async move {
+                    let mut at = 0;
+                    let mut buf = zeroed_buf(1 << 16);
+                    while at < total {
+                        checker_recvs.set(checker_recvs.get() + 1);
+                        let (res, b) = peer_reader.read(buf).await;
+                        let n = res.unwrap();
+                        assert!(n > 0, "echo ended at {at} of {total}");
+                        check(&b[..n], &mut at);
+                        buf = b;
+                    }
                 }
             });
+            let stream_recvs =
+                || uring::metrics().submitted(io_uring::opcode::Recv::CODE) - checker_recvs.get();
             // Slow at first: the socket's buffers fill and the ring runs dry.
             let mut bufs = recv(&s, &ring, mode);
             let first = bufs.next().await.unwrap().unwrap();
             sleep(Duration::from_millis(100)).await;
-            let recvs_before = uring::metrics().submitted(io_uring::opcode::Recv::CODE);
+            let recvs_before = stream_recvs();
             let mut received = first.len();
             let mut chunks = 1u64;
             let mut at = 0;
@@ -235,9 +258,9 @@ fn echo_64_mib_through_a_ring_smaller_than_the_data_in_flight() {
                 // Echoed from the ring's memory; the buffer goes back once written.
                 s.write_all(buf).await.0.unwrap();
             }
-            let recvs = uring::metrics().submitted(io_uring::opcode::Recv::CODE) - recvs_before;
-            sender.join().unwrap();
-            checker.join().unwrap();
+            let recvs = stream_recvs() - recvs_before;
+            sender.await.unwrap();
+            checker.await.unwrap();
             assert!(
                 bufs.next().await.is_none(),
                 "{mode:?}: end of stream after {total}"
@@ -266,8 +289,8 @@ fn streams_share_a_ring() {
             let mut tasks = Vec::new();
             let mut senders = Vec::new();
             for _ in 0..3 {
-                let (s, peer) = tcp_pair_with_std();
-                senders.push(send_on_thread(peer, total));
+                let (s, peer) = tcp_pair().await;
+                senders.push(send_on_task(peer, total));
                 let ring = ring.clone();
                 tasks.push(uring::spawn(async move {
                     let mut bufs = recv(&s, &ring, mode);
@@ -286,7 +309,7 @@ fn streams_share_a_ring() {
                 assert_eq!(t.await.unwrap(), total, "{mode:?}");
             }
             for s in senders {
-                s.join().unwrap();
+                s.await.unwrap();
             }
             all_back(&ring).await;
         });
@@ -295,15 +318,15 @@ fn streams_share_a_ring() {
 
 /// Drops the stream while data arrives, at several points, then reads the rest with plain
 /// reads: nothing lost, nothing reordered, and every buffer back in the ring.
-fn drop_mid_transfer<S: Receiver + 'static>(
+fn drop_mid_transfer<S: Receiver + 'static, P: AsyncWriteOwned + 'static>(
     mode: Mode,
-    pair: impl FnOnce() -> (S, Box<dyn Write + Send>) + Send + 'static,
+    pair: impl FnOnce() -> (S, P) + Send + 'static,
 ) {
     run_watched(LIMIT, move || async move {
         let total = scaled(16 << 20);
         let ring = ring(mode, 8, 4096);
         let (s, peer) = pair();
-        let sender = send_on_thread(peer, total);
+        let sender = send_on_task(peer, total);
         let mut at = 0;
         let mut held: Vec<RingBuf> = Vec::new();
         let mut round = 0usize;
@@ -342,7 +365,7 @@ fn drop_mid_transfer<S: Receiver + 'static>(
             round += 1;
         }
         assert!(s.read_some(10).await.unwrap().is_empty(), "end of stream");
-        sender.join().unwrap();
+        sender.await.unwrap();
         drop(held);
         all_back(&ring).await;
         // Every buffer can be had at once by a new stream.
@@ -355,7 +378,7 @@ fn dropping_the_stream_mid_transfer_loses_nothing_tcp() {
     for mode in MODES {
         drop_mid_transfer(mode, || {
             let (s, peer) = tcp_pair_with_std();
-            (s, Box::new(peer) as Box<dyn Write + Send>)
+            (s, TcpStream::from_std(peer).unwrap())
         });
     }
 }
@@ -363,11 +386,7 @@ fn dropping_the_stream_mid_transfer_loses_nothing_tcp() {
 #[test]
 fn dropping_the_stream_mid_transfer_loses_nothing_unix() {
     for mode in MODES {
-        drop_mid_transfer(mode, || {
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let s = UnixStream::from_std(a).unwrap();
-            (s, Box::new(b) as Box<dyn Write + Send>)
-        });
+        drop_mid_transfer(mode, || UnixStream::pair().unwrap());
     }
 }
 
@@ -379,10 +398,9 @@ fn a_dropped_stream_returns_every_buffer() {
             let count = 8u16;
             let size = 1024;
             let ring = ring(mode, count, size);
-            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let s = UnixStream::from_std(a).unwrap();
+            let (s, peer) = UnixStream::pair().unwrap();
             let total = 64 * size;
-            let sender = send_on_thread(b, total);
+            let sender = send_on_task(peer, total);
             let mut at = 0;
             {
                 let mut bufs = recv(&s, &ring, mode);
@@ -410,7 +428,7 @@ fn a_dropped_stream_returns_every_buffer() {
                 check(&buf.unwrap(), &mut at);
             }
             assert_eq!(at, total);
-            sender.join().unwrap();
+            sender.await.unwrap();
             drop(bufs);
             all_back(&ring).await;
         });
