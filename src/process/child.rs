@@ -57,7 +57,11 @@ use std::task::{ready, Context, Poll, Waker};
 /// ```
 pub struct Child {
     pid: u32,
-    pidfd: SharedFd,
+    /// `None`: the child had already exited and been reaped by something else (`SIGCHLD` set
+    /// to `SIG_IGN`, a `waitpid(-1)` on another thread) when uring came to watch it. It ran,
+    /// its pipes are there, but its status is gone and its pid may name another process now:
+    /// nothing is ever sent to that pid.
+    pidfd: Option<SharedFd>,
     /// Known once the child was reaped.
     status: Option<ExitStatus>,
     /// The wait in flight, kept here so that a dropped `wait` future loses nothing.
@@ -89,7 +93,13 @@ impl Child {
     ) -> io::Result<Child> {
         let pid = child.id();
         let pidfd = match pidfd_open(pid) {
-            Ok(fd) => fd,
+            // A pid is free for reuse once its process is reaped, which someone else may have
+            // done before the pidfd was opened (SIGCHLD ignored, a `waitpid(-1)` on another
+            // thread): the pidfd is kept only if it names a child of ours, or it could name an
+            // unrelated process.
+            Ok(fd) => is_our_child(&fd)?.then_some(fd),
+            // No such process: it exited and was reaped already.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
             Err(e) => {
                 // Without a pidfd there is no sound way to wait; do not leave the child behind.
                 let _ = child.kill();
@@ -97,10 +107,6 @@ impl Child {
                 return Err(e);
             }
         };
-        // A pid is free for reuse once its process is reaped, which someone else may have done
-        // before the pidfd was opened (SIGCHLD ignored, a `waitpid(-1)` on another thread): make
-        // sure the pidfd names a child of ours, or it could name an unrelated process.
-        check_is_our_child(&pidfd)?;
         let stdin = child.stdin.take().map(OwnedFd::from);
         let stdout = child.stdout.take().map(OwnedFd::from);
         let stderr = child.stderr.take().map(OwnedFd::from);
@@ -125,7 +131,7 @@ impl Child {
     /// The child's process id, or `None` once it was reaped (by [`wait`](Child::wait) or
     /// [`try_wait`](Child::try_wait)): the number may then belong to another process.
     pub fn id(&self) -> Option<u32> {
-        self.status.is_none().then_some(self.pid)
+        (self.status.is_none() && self.pidfd.is_some()).then_some(self.pid)
     }
 
     /// Waits for the child to exit and reaps it; closes [`stdin`](Child::stdin) first (as std
@@ -148,11 +154,14 @@ impl Child {
         if let Some(status) = self.status {
             return Poll::Ready(Ok(status));
         }
+        let Some(pidfd) = &self.pidfd else {
+            return Poll::Ready(Err(reaped_elsewhere()));
+        };
         if self.waiter.is_none() {
             self.waiter = Some(if self.ring_wait {
-                Waiter::Ring(wait::wait_id(&self.pidfd))
+                Waiter::Ring(wait::wait_id(pidfd))
             } else {
-                match pool_wait(&self.pidfd) {
+                match pool_wait(pidfd) {
                     Ok(h) => Waiter::Pool(h),
                     Err(e) => return Poll::Ready(Err(e)),
                 }
@@ -199,7 +208,10 @@ impl Child {
                 return res.map(Some);
             }
         }
-        match waitid(self.pidfd.as_raw_fd(), libc::WNOHANG) {
+        let Some(pidfd) = &self.pidfd else {
+            return Err(reaped_elsewhere());
+        };
+        match waitid(pidfd.as_raw_fd(), libc::WNOHANG) {
             Ok(Some(status)) => {
                 self.status = Some(status);
                 // Its wait, if any, now ends with ECHILD or its cancel: nothing to keep.
@@ -220,15 +232,16 @@ impl Child {
     ///
     /// If the signal cannot be sent (`EPERM`).
     pub fn start_kill(&mut self) -> io::Result<()> {
-        if self.status.is_some() {
+        // Exited already; without a pidfd its pid may be another process's: nothing to send.
+        let (None, Some(pidfd)) = (self.status, &self.pidfd) else {
             return Ok(());
-        }
+        };
         // SAFETY: INV-ffi: pidfd_send_signal on the pidfd `self` holds open, no siginfo
         // pointer, result checked.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
+                pidfd.as_raw_fd(),
                 libc::SIGKILL,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
@@ -265,7 +278,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.status.is_some() {
+        if self.status.is_some() || self.pidfd.is_none() {
             return;
         }
         if self.kill_on_drop {
@@ -277,10 +290,13 @@ impl Drop for Child {
             Some(Waiter::Ring(op)) => Some(op),
             None => None,
         };
-        if let Ok(Some(_)) = waitid(self.pidfd.as_raw_fd(), libc::WNOHANG) {
+        let Some(pidfd) = &self.pidfd else {
+            return;
+        };
+        if let Ok(Some(_)) = waitid(pidfd.as_raw_fd(), libc::WNOHANG) {
             return;
         }
-        reap_orphan(&self.pidfd, ring, self.ring_wait);
+        reap_orphan(pidfd, ring, self.ring_wait);
     }
 }
 
@@ -419,15 +435,18 @@ fn reap_on_pool(pidfd: &SharedFd) {
 
 /// Whether `pidfd` names a child of this process (exited or not), without reaping it:
 /// `waitid(P_PIDFD, .., WNOHANG | WNOWAIT)` fails with `ECHILD` otherwise.
-fn check_is_our_child(pidfd: &SharedFd) -> io::Result<()> {
+fn is_our_child(pidfd: &SharedFd) -> io::Result<bool> {
     match waitid(pidfd.as_raw_fd(), libc::WNOHANG | libc::WNOWAIT) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Err(io::Error::other(
-            "the child was reaped elsewhere (SIGCHLD ignored, or a waitpid(-1) on another \
-             thread) before uring could watch it; its pid may name another process now",
-        )),
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// What `wait` and `try_wait` return for a child reaped by something else: `ECHILD`, as the
+/// kernel answers a wait for it.
+fn reaped_elsewhere() -> io::Error {
+    io::Error::from_raw_os_error(libc::ECHILD)
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@
 //!   duplicate of the pidfd runs on the blocking pool ([`spawn_blocking`](crate::spawn_blocking)).
 //!   No `SIGCHLD` handler is installed either way, so the process's signal dispositions are left
 //!   alone (a program that sets `SIGCHLD` to `SIG_IGN` makes the kernel reap its children
-//!   itself, and waits then fail with `ECHILD`, as with std).
+//!   itself, and waits then fail with `ECHILD`, as with std). A child that exits and is reaped
+//!   that way before its pidfd is open is still spawned: its pipes work, `id()` is `None`, waits
+//!   fail with `ECHILD`, and nothing is ever signalled by its number.
 //! - A [`Child`] dropped before it was reaped is still reaped: see [`Child`].
 //! - [`ExitStatus`] and [`Output`] are std's (`std::process`).
 //!

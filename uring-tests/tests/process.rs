@@ -592,3 +592,58 @@ fn an_idle_pipe_hands_over_its_own_fd() {
         assert!(child.wait().await.unwrap().success());
     });
 }
+
+/// With `SIGCHLD` set to `SIG_IGN` the kernel reaps children itself, often before uring has
+/// opened a pidfd for one. Every spawn still succeeds and its output still arrives; waits fail
+/// with `ECHILD` (as std's do) and a kill is a no-op, never a signal by a number that may
+/// name another process now. Runs in a child process: the disposition is process-wide.
+#[test]
+fn children_reaped_by_sigchld_ignored_still_spawn() {
+    if !uring_tests::is_child("sigchld-ignored") {
+        let out = uring_tests::run_child(
+            "children_reaped_by_sigchld_ignored_still_spawn",
+            "sigchld-ignored",
+        );
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "child test failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    // SAFETY: a plain disposition change (no handler), in this test's own process.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    run_watched(LIMIT, || async {
+        let mut gone_before_watch = 0;
+        for i in 0..200 {
+            // `sh -c echo` exits at once, so some are reaped before the pidfd is open.
+            let mut child = Command::new("sh")
+                .args(["-c", &format!("echo {i}")])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {i} under SIG_IGN: {e}"));
+            if child.id().is_none() {
+                gone_before_watch += 1;
+            }
+            let mut out = Vec::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_end(&mut out)
+                .await
+                .unwrap();
+            assert_eq!(out, format!("{i}\n").into_bytes());
+            child.start_kill().unwrap();
+            let e = child.wait().await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ECHILD), "wait {i}: {e}");
+            assert_eq!(
+                child.try_wait().unwrap_err().raw_os_error(),
+                Some(libc::ECHILD)
+            );
+        }
+        println!("{gone_before_watch} of 200 children were reaped before uring watched them");
+    });
+}
