@@ -32,6 +32,8 @@
 mod oneshot;
 mod pool;
 
+pub(crate) use oneshot::{Closed, Receiver};
+
 use crate::JoinHandle;
 use pool::POOL;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -109,6 +111,29 @@ where
 /// When no pool thread runs and the OS refuses to start one (`f` is then dropped unrun).
 pub(crate) fn execute_detached<F: FnOnce() + Send + 'static>(f: F) -> std::io::Result<()> {
     POOL.execute(Box::new(f))
+}
+
+/// Runs `f` on the blocking pool; its value arrives on the returned receiver, which any
+/// runtime (or none) may await. Unlike [`spawn_blocking`]'s handle it is no task of the current
+/// runtime, so a result still on its way when that runtime is dropped is not lost with it (a
+/// child's exit status, waited for before Linux 6.7). A panic in `f` closes the channel.
+///
+/// # Errors
+///
+/// When no pool thread runs and the OS refuses to start one (`f` is then dropped unrun).
+pub(crate) fn run_detached<F, T>(f: F) -> std::io::Result<Receiver<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    POOL.execute(Box::new(move || {
+        if let Ok(value) = catch_unwind(AssertUnwindSafe(f)) {
+            // Nobody awaits the result any more: it is dropped here, on the pool thread.
+            drop(tx.send(value));
+        }
+    }))?;
+    Ok(rx)
 }
 
 /// Sets the most threads the blocking pool runs at once, for the whole process (default 512).

@@ -1,12 +1,12 @@
 //! [`Child`]: a running child process, waited for on the ring, and the reaping of children
 //! dropped before they were waited for.
 
+use crate::blocking::{Closed, Receiver};
 use crate::fd::SharedFd;
 use crate::op::wait::{self, zeroed_siginfo, WaitId};
 use crate::op::Op;
 use crate::process::pipe::{shared_pipe, ChildStderr, ChildStdin, ChildStdout};
 use crate::runtime::context;
-use crate::JoinHandle;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -81,8 +81,10 @@ pub struct Child {
 enum Waiter {
     /// `IORING_OP_WAITID` on the pidfd.
     Ring(Op<WaitId>),
-    /// A blocking `waitid` on the blocking pool (kernels before 6.7).
-    Pool(JoinHandle<io::Result<Option<ExitStatus>>>),
+    /// A blocking `waitid` on the blocking pool (kernels before 6.7). Its result comes back
+    /// on a channel, not through a task of the runtime that started it, so it survives that
+    /// runtime: a later `wait` on another one still gets the status.
+    Pool(Receiver<io::Result<Option<ExitStatus>>>),
 }
 
 impl Child {
@@ -176,11 +178,11 @@ impl Child {
                     Ok(exit_status(&data.info))
                 }
             }
-            Waiter::Pool(handle) => match ready!(Pin::new(handle).poll(cx)) {
+            Waiter::Pool(rx) => match ready!(Pin::new(rx).poll(cx)) {
                 Ok(Ok(Some(status))) => Ok(status),
                 Ok(Ok(None)) => Err(io::Error::other("waitid returned no child")),
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(io::Error::other(e.to_string())),
+                Err(Closed) => Err(io::Error::other("the blocking waitid panicked")),
             },
         };
         self.waiter = None;
@@ -361,9 +363,9 @@ fn waitid(pidfd: RawFd, options: libc::c_int) -> io::Result<Option<ExitStatus>> 
 }
 
 /// The fallback wait: a blocking `waitid` on the blocking pool, on a duplicate of the pidfd.
-fn pool_wait(pidfd: &SharedFd) -> io::Result<JoinHandle<io::Result<Option<ExitStatus>>>> {
+fn pool_wait(pidfd: &SharedFd) -> io::Result<Receiver<io::Result<Option<ExitStatus>>>> {
     let fd = dup_pidfd(pidfd)?;
-    Ok(crate::spawn_blocking(move || waitid(fd.as_raw_fd(), 0)))
+    crate::blocking::run_detached(move || waitid(fd.as_raw_fd(), 0))
 }
 
 /// The status `waitid` wrote, as the wait status std's `ExitStatus` is made of: an exit code in
@@ -453,6 +455,26 @@ fn reaped_elsewhere() -> io::Error {
 mod tests {
     use super::*;
     use crate::process::Command;
+
+    #[test]
+    fn a_pool_wait_keeps_the_status_when_its_runtime_is_gone() {
+        let mut child = crate::run(async {
+            let mut child = Command::new("sh")
+                .args(["-c", "sleep 0.1; exit 7"])
+                .spawn()
+                .unwrap();
+            child.wait_on_pool();
+            // The wait starts and its future is dropped: the blocking waitid stays in flight.
+            let early =
+                crate::time::timeout(std::time::Duration::from_millis(10), child.wait()).await;
+            assert!(early.is_err());
+            child
+        });
+        // That runtime is gone; the pool thread reaps the child meanwhile, and its status waits
+        // for the next `wait`, on another runtime.
+        let status = crate::run(async move { child.wait().await.unwrap() });
+        assert_eq!(status.code(), Some(7));
+    }
 
     #[test]
     fn the_pool_fallback_waits_and_reaps() {

@@ -26,7 +26,9 @@
 //!   later one with the same number: every wait and signal goes through it.
 //! - Waiting is `IORING_OP_WAITID` on the pidfd (Linux 6.7): one SQE, one CQE when the child
 //!   exits, the child reaped by the kernel as it completes. Before 6.7, a blocking `waitid` on a
-//!   duplicate of the pidfd runs on the blocking pool ([`spawn_blocking`](crate::spawn_blocking)).
+//!   duplicate of the pidfd runs on the blocking pool (as [`spawn_blocking`](crate::spawn_blocking)
+//!   closures do), its status sent back on a channel rather than through a task, so a wait left
+//!   in flight when its runtime is dropped still hands the status to the next `wait`.
 //!   No `SIGCHLD` handler is installed either way, so the process's signal dispositions are left
 //!   alone (a program that sets `SIGCHLD` to `SIG_IGN` makes the kernel reap its children
 //!   itself, and waits then fail with `ECHILD`, as with std). A child that exits and is reaped
