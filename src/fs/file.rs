@@ -115,13 +115,11 @@ impl File {
     /// the file, which is not an error.
     ///
     /// A `pos` beyond `i64::MAX` is `InvalidInput` (the kernel reads `-1` as "the cursor").
-    ///
-    /// The future holds its own handle on the file (it does not borrow `self`).
     pub fn read_at<B: IoBufMut>(
         &self,
         buf: B,
         pos: u64,
-    ) -> impl Future<Output = BufResult<usize, B>> + 'static {
+    ) -> impl Future<Output = BufResult<usize, B>> + '_ {
         match check_pos(pos) {
             Ok(()) => rw::read(&self.fd, buf, pos),
             Err(e) => rw::ReadFuture::refused(e, buf),
@@ -132,13 +130,11 @@ impl File {
     /// how many were written, possibly fewer.
     ///
     /// A `pos` beyond `i64::MAX` is `InvalidInput`.
-    ///
-    /// The future holds its own handle on the file (it does not borrow `self`).
     pub fn write_at<B: IoBuf>(
         &self,
         buf: B,
         pos: u64,
-    ) -> impl Future<Output = BufResult<usize, B>> + 'static {
+    ) -> impl Future<Output = BufResult<usize, B>> + '_ {
         match check_pos(pos) {
             Ok(()) => rw::write(&self.fd, buf, pos),
             Err(e) => rw::WriteFuture::refused(e, buf),

@@ -215,9 +215,7 @@ impl<F: Family> OwnedWriteHalf<F> {
 impl<F: Family, S: Reads> Stream<F, S> {
     /// Reads into `buf` from its start up to its capacity; returns how many bytes arrived, 0 at
     /// end of stream. Cancel-safe: see [`Stream`].
-    ///
-    /// The future holds its own handle on the socket (it does not borrow `self`).
-    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + 'static {
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         self.conn.read(buf)
     }
 
@@ -271,9 +269,7 @@ impl<F: Family, S: Reads> Stream<F, S> {
 
 impl<F: Family, S: Writes> Stream<F, S> {
     /// Writes the buffer's initialized bytes; returns how many were taken (maybe fewer).
-    ///
-    /// The future holds its own handle on the socket (it does not borrow `self`).
-    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + 'static {
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         self.conn.write(buf)
     }
 

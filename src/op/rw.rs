@@ -67,9 +67,6 @@ enum Step<T: OpCode, B> {
     Refused(Option<(io::Error, B)>),
 }
 
-// `B` is never pinned: it moves out whole (`Op<T>` is `Unpin` already).
-impl<T: OpCode, B> Unpin for Step<T, B> {}
-
 /// The future of [`read`] (or of a read refused before submission): the result and the buffer.
 pub(crate) struct ReadFuture<B: IoBufMut>(Step<Read<B>, B>);
 
