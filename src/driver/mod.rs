@@ -282,13 +282,19 @@ impl Driver {
     /// (`OpCode::submits_at_once`). A failure is left to the loop: the SQEs stay
     /// queued and the next turn submits them and reports what it must.
     pub(crate) fn submit_queued(&mut self) {
-        self.flush_backlog();
-        if self.ring.submission().is_empty() {
-            return;
+        // Twice at most: an SQE that waited in the backlog gets the room the first enter made.
+        for _ in 0..2 {
+            self.flush_backlog();
+            if self.ring.submission().is_empty() {
+                return;
+            }
+            self.stats.enters += 1;
+            // EBUSY, EAGAIN or EINTR: the SQEs stay in the queue for the turn.
+            let _ = self.ring.submit();
+            if self.backlog.is_empty() {
+                return;
+            }
         }
-        self.stats.enters += 1;
-        // EBUSY, EAGAIN or EINTR: the SQEs stay in the queue for the turn.
-        let _ = self.ring.submit();
     }
 
     /// Queues an SQE: in the submission queue, or in the backlog when it is full. Never enters the
