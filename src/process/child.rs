@@ -99,7 +99,16 @@ impl Child {
             // done before the pidfd was opened (SIGCHLD ignored, a `waitpid(-1)` on another
             // thread): the pidfd is kept only if it names a child of ours, or it could name an
             // unrelated process.
-            Ok(fd) => is_our_child(&fd)?.then_some(fd),
+            Ok(fd) => match is_our_child(&fd) {
+                Ok(ours) => ours.then_some(fd),
+                Err(e) => {
+                    // The pidfd names our child (pidfd_open found it) but cannot be waited on:
+                    // stop it through the pidfd rather than leave it behind.
+                    let _ = pidfd_kill(&fd);
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            },
             // No such process: it exited and was reaped already.
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
             Err(e) => {
@@ -131,7 +140,8 @@ impl Child {
     }
 
     /// The child's process id, or `None` once it was reaped (by [`wait`](Child::wait) or
-    /// [`try_wait`](Child::try_wait)): the number may then belong to another process.
+    /// [`try_wait`](Child::try_wait), or by something else before uring watched it, as under
+    /// `SIGCHLD = SIG_IGN`): the number may then belong to another process.
     pub fn id(&self) -> Option<u32> {
         (self.status.is_none() && self.pidfd.is_some()).then_some(self.pid)
     }
@@ -182,7 +192,9 @@ impl Child {
                 Ok(Ok(Some(status))) => Ok(status),
                 Ok(Ok(None)) => Err(io::Error::other("waitid returned no child")),
                 Ok(Err(e)) => Err(e),
-                Err(Closed) => Err(io::Error::other("the blocking waitid panicked")),
+                Err(Closed) => Err(io::Error::other(
+                    "the blocking waitid did not run or panicked",
+                )),
             },
         };
         self.waiter = None;
@@ -238,25 +250,11 @@ impl Child {
         let (None, Some(pidfd)) = (self.status, &self.pidfd) else {
             return Ok(());
         };
-        // SAFETY: INV-ffi: pidfd_send_signal on the pidfd `self` holds open, no siginfo
-        // pointer, result checked.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        match pidfd_kill(pidfd) {
             // Exited and reaped by the wait in flight, whose completion is on its way.
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(e);
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r,
         }
-        Ok(())
     }
 
     /// Sends `SIGKILL` and waits for the child to exit (tokio's `kill`); its status is then what
@@ -292,13 +290,12 @@ impl Drop for Child {
             Some(Waiter::Ring(op)) => Some(op),
             None => None,
         };
-        let Some(pidfd) = &self.pidfd else {
-            return;
-        };
-        if let Ok(Some(_)) = waitid(pidfd.as_raw_fd(), libc::WNOHANG) {
-            return;
+        if let Some(pidfd) = &self.pidfd {
+            if let Ok(Some(_)) = waitid(pidfd.as_raw_fd(), libc::WNOHANG) {
+                return;
+            }
+            reap_orphan(pidfd, ring, self.ring_wait);
         }
-        reap_orphan(pidfd, ring, self.ring_wait);
     }
 }
 
@@ -312,6 +309,25 @@ impl fmt::Debug for Child {
             .field("stderr", &self.stderr)
             .finish_non_exhaustive()
     }
+}
+
+/// `pidfd_send_signal(pidfd, SIGKILL)`: never reaches another process that took the number.
+fn pidfd_kill(pidfd: &SharedFd) -> io::Result<()> {
+    // SAFETY: INV-ffi: pidfd_send_signal on a pidfd the caller holds open, no siginfo pointer,
+    // result checked.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `pidfd_open(pid, 0)`: an fd that names this process (and no later one with its number).
@@ -460,20 +476,41 @@ mod tests {
     fn a_pool_wait_keeps_the_status_when_its_runtime_is_gone() {
         let mut child = crate::run(async {
             let mut child = Command::new("sh")
-                .args(["-c", "sleep 0.1; exit 7"])
+                .args(["-c", "sleep 0.3; exit 7"])
                 .spawn()
                 .unwrap();
             child.wait_on_pool();
-            // The wait starts and its future is dropped: the blocking waitid stays in flight.
-            let early =
-                crate::time::timeout(std::time::Duration::from_millis(10), child.wait()).await;
-            assert!(early.is_err());
+            // The wait starts (one poll) and its future is dropped: the blocking waitid stays
+            // in flight inside the `Child`.
+            let mut wait = Box::pin(child.wait());
+            let noop = &mut Context::from_waker(Waker::noop());
+            assert!(wait.as_mut().poll(noop).is_pending());
+            drop(wait);
             child
         });
         // That runtime is gone; the pool thread reaps the child meanwhile, and its status waits
         // for the next `wait`, on another runtime.
         let status = crate::run(async move { child.wait().await.unwrap() });
         assert_eq!(status.code(), Some(7));
+    }
+
+    /// A child reaped before uring came to watch it (what `SIGCHLD = SIG_IGN` does at random):
+    /// no pid, waits give `ECHILD`, a kill sends nothing, and the drop leaves nothing behind.
+    #[test]
+    fn a_child_reaped_elsewhere_first_has_no_pid_and_no_status() {
+        crate::run(async {
+            let mut std_child = std::process::Command::new("true").spawn().unwrap();
+            std_child.wait().unwrap();
+            let mut child = Child::from_std(std_child, true).unwrap();
+            assert_eq!(child.id(), None);
+            assert_eq!(
+                child.try_wait().unwrap_err().raw_os_error(),
+                Some(libc::ECHILD)
+            );
+            child.start_kill().unwrap();
+            let e = child.wait().await.unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::ECHILD));
+        });
     }
 
     #[test]

@@ -252,10 +252,10 @@ fn o_direct_with_aligned_buffers() {
     assert!(back.iter().all(|&b| b == 0xAB) && back.len() == align);
 }
 
-/// `io_uring_enter` calls the runtime makes while `n` reads of `f` are queued from one task in
-/// one poll and all awaited, and the bytes they read.
+/// `io_uring_enter` calls the runtime made while `n` reads of `f` were queued from one task in
+/// one poll (counted before the loop's turn, so no wait or reaping is in it), and the bytes the
+/// reads returned once all were awaited.
 async fn enters_for_reads(f: Rc<File>, n: usize, block: usize) -> (u64, Vec<Vec<u8>>) {
-    let before = uring::metrics().enters();
     let reads: Vec<_> = (0..n)
         .map(|i| {
             let f = f.clone();
@@ -265,16 +265,26 @@ async fn enters_for_reads(f: Rc<File>, n: usize, block: usize) -> (u64, Vec<Vec<
             })
         })
         .collect();
+    let before = uring::metrics().enters();
+    let mut first_pass = None;
     let mut out = Vec::new();
-    for (res, buf) in join_all(reads).await {
+    let done = join_all(reads, || {
+        first_pass.get_or_insert(uring::metrics().enters() - before);
+    })
+    .await;
+    for (res, buf) in done {
         res.unwrap();
         out.push(buf.to_vec());
     }
-    (uring::metrics().enters() - before, out)
+    (first_pass.expect("polled once"), out)
 }
 
-/// Polls every future once per wake until all are done; their outputs in order.
-async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Output> {
+/// Polls every future once per wake until all are done; their outputs in order. `after_pass`
+/// runs after each pass over them.
+async fn join_all<F: std::future::Future + Unpin>(
+    mut futs: Vec<F>,
+    mut after_pass: impl FnMut(),
+) -> Vec<F::Output> {
     let mut outs: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
         for (f, out) in futs.iter_mut().zip(outs.iter_mut()) {
@@ -284,6 +294,7 @@ async fn join_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) -> Vec<F::Ou
                 }
             }
         }
+        after_pass();
         if outs.iter().all(Option::is_some) {
             std::task::Poll::Ready(())
         } else {
@@ -344,20 +355,14 @@ fn o_direct_ops_reach_the_kernel_as_they_are_queued() {
             assert!(b[..] == data[i * 4096..(i + 1) * 4096], "{what} read {i}");
         }
     }
-    // Eight submissions, plus at least one enter to wait for the completions.
-    assert!(direct.0 >= 9, "O_DIRECT reads entered {} times", direct.0);
-    assert!(
-        wrapped.0 >= 9,
-        "wrapped O_DIRECT reads entered {} times",
-        wrapped.0
+    // One enter per O_DIRECT read as it is queued, before the loop's turn; buffered reads
+    // wait in the SQ for the turn, which submits them together.
+    assert_eq!(direct.0, 8, "enters while 8 O_DIRECT reads were queued");
+    assert_eq!(
+        wrapped.0, 8,
+        "enters while 8 wrapped O_DIRECT reads were queued"
     );
-    // Queued in one poll, submitted in one turn (a page-cache hit completes in that enter);
-    // a few more turns at most on a busy machine.
-    assert!(
-        buffered.0 < 8,
-        "buffered reads entered {} times",
-        buffered.0
-    );
+    assert_eq!(buffered.0, 0, "enters while 8 buffered reads were queued");
 }
 
 /// Many reads in flight on one file shared with `Rc`.

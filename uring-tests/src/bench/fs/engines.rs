@@ -265,7 +265,8 @@ pub(super) fn run_raw_ring(
                 // As uring does for O_DIRECT files (and fio by default): each SQE reaches the
                 // device when it is made, not with the batch.
                 if w.direct {
-                    ring.submit().expect("io_uring_enter");
+                    // EINTR or EBUSY: the SQE stays queued for the next submit_and_wait.
+                    let _ = ring.submit();
                 }
             }
         }
