@@ -10,6 +10,7 @@ use std::process::Command;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
+use uring::buf::{IoBuf, IoBufMut};
 use uring::fs::AlignedBuf;
 
 /// Ops per second for uring: `depth` tasks on one runtime sharing one `File`.
@@ -17,39 +18,7 @@ pub(super) fn run_uring(path: &Path, cfg: &Config, w: &Workload, round: u64) -> 
     let rt = uring::Runtime::new().expect("uring runtime");
     rt.block_on(async {
         let f = Rc::new(uring::fs::File::from(open_std(path, w)));
-        let seq = Rc::new(Cell::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..w.depth)
-            .map(|t| {
-                let f = f.clone();
-                let mut offs = Offsets::new(cfg.size, w, round * 1000 + t as u64 + 1, seq.clone());
-                let w = *w;
-                let secs = cfg.secs;
-                uring::spawn(async move {
-                    let mut buf = buffer(&w);
-                    let mut done = 0u64;
-                    let mut deadline = Deadline::new(secs);
-                    while !deadline.passed() {
-                        let off = offs.next();
-                        let (res, b) = if w.write {
-                            f.write_at(buf, off).await
-                        } else {
-                            buf.clear();
-                            f.read_at(buf, off).await
-                        };
-                        buf = b;
-                        assert_eq!(res.expect("uring bench op"), w.block);
-                        done += 1;
-                    }
-                    done
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.expect("bench task");
-        }
-        total as f64 / start.elapsed().as_secs_f64()
+        qd_tasks(f, cfg, w, round, || buffer(w), AlignedBuf::clear).await
     })
 }
 
@@ -61,43 +30,60 @@ pub(super) fn run_uring_fixed(path: &Path, cfg: &Config, w: &Workload, round: u6
         let f = Rc::new(uring::fs::File::from(open_std(path, w)));
         let pool = uring::buf::FixedBufPool::new(w.depth, w.block).expect("register buffers");
         assert!(pool.is_registered(), "this kernel registers buffers");
-        let seq = Rc::new(Cell::new(0));
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..w.depth)
-            .map(|t| {
-                let f = f.clone();
-                let mut offs = Offsets::new(cfg.size, w, round * 1000 + t as u64 + 1, seq.clone());
-                let w = *w;
-                let secs = cfg.secs;
-                let mut buf = pool.get().expect("one buffer per task");
-                if w.write {
-                    buf.set_len(w.block);
-                }
-                uring::spawn(async move {
-                    let mut done = 0u64;
-                    let mut deadline = Deadline::new(secs);
-                    while !deadline.passed() {
-                        let off = offs.next();
-                        let (res, b) = if w.write {
-                            f.write_at(buf, off).await
-                        } else {
-                            buf.clear();
-                            f.read_at(buf, off).await
-                        };
-                        buf = b;
-                        assert_eq!(res.expect("uring bench op"), w.block);
-                        done += 1;
-                    }
-                    done
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.expect("bench task");
-        }
-        total as f64 / start.elapsed().as_secs_f64()
+        let buf = || {
+            let mut buf = pool.get().expect("one buffer per task");
+            if w.write {
+                buf.set_len(w.block);
+            }
+            buf
+        };
+        qd_tasks(f, cfg, w, round, buf, uring::buf::FixedBuf::clear).await
     })
+}
+
+/// `w.depth` tasks on the current runtime, each looping `read_at` (after `clear`) or `write_at`
+/// of its own buffer from `make_buf` on `f` until the deadline; ops per second.
+async fn qd_tasks<B: IoBuf + IoBufMut>(
+    f: Rc<uring::fs::File>,
+    cfg: &Config,
+    w: &Workload,
+    round: u64,
+    mut make_buf: impl FnMut() -> B,
+    clear: fn(&mut B),
+) -> f64 {
+    let seq = Rc::new(Cell::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..w.depth)
+        .map(|t| {
+            let f = f.clone();
+            let mut offs = Offsets::new(cfg.size, w, round * 1000 + t as u64 + 1, seq.clone());
+            let w = *w;
+            let secs = cfg.secs;
+            let mut buf = make_buf();
+            uring::spawn(async move {
+                let mut done = 0u64;
+                let mut deadline = Deadline::new(secs);
+                while !deadline.passed() {
+                    let off = offs.next();
+                    let (res, b) = if w.write {
+                        f.write_at(buf, off).await
+                    } else {
+                        clear(&mut buf);
+                        f.read_at(buf, off).await
+                    };
+                    buf = b;
+                    assert_eq!(res.expect("uring bench op"), w.block);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("bench task");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 /// One uring op of the benchmark, as a nameable future type for [`run_uring_futures`].
